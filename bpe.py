@@ -493,7 +493,8 @@ def main(argv=None):
             if args.command == "encode":
                 ids = tokenizer.encode(data, allowed_special="all")
                 print(" ".join(map(str, ids)))
-                print("|".join(tokenizer.decode([i]) for i in ids))  # the token boundaries, for a class to see
+                # The token boundaries, for a class to see; a token holding part of a character shows its bytes.
+                print("|".join(tokenizer.token_bytes(i).decode("utf-8", errors="backslashreplace") for i in ids))
             else:
                 ids = [int(i) for i in data.replace(",", " ").split()]
                 print(tokenizer.decode(ids))
