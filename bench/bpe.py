@@ -1,0 +1,104 @@
+"""
+Benchmark bpe.py against the references, side by side in one process:
+- encoding throughput of our GPT-2 tokenizer against tiktoken with the same vocabulary (same ids required),
+- training a 32k vocabulary against Hugging Face `tokenizers` (BpeTrainer, ByteLevel pre-tokenizer),
+- the textbook algorithm (recount everything after each merge) against ours on 100 KB.
+
+    python bench/bpe.py                 # 10 MB of ../shared/data/bench/gutenberg_en_corpus.txt
+    python bench/bpe.py --megabytes 0   # the whole 73 MB corpus
+
+Needs: pip install tiktoken tokenizers. Prints a markdown table for bench/RESULTS.md.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)  # import the project's bpe.py, not this file (which has the same name)
+
+import tiktoken  # noqa: E402
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks  # noqa: E402
+from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers, trainers  # noqa: E402
+
+from bpe import ENDOFTEXT, GPT2_PATTERN, Tokenizer  # noqa: E402
+from tests.test_bpe import naive_train  # noqa: E402  (the textbook trainer the tests check us against)
+
+DATA = ROOT.parent / "shared" / "data"
+
+
+def best_time(function, repeats):
+    """The fastest of several runs: the least disturbed by whatever else the machine does."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--megabytes", type=float, default=10, help="how much of the corpus to use (0: all of it)")
+    parser.add_argument("--vocab-size", type=int, default=32768)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    corpus = DATA / "bench" / "gutenberg_en_corpus.txt"
+    if not corpus.is_file():
+        sys.exit(f"error: {corpus} not found: this benchmark needs ../shared/data")
+    text = corpus.read_text(encoding="utf-8")
+    if args.megabytes:
+        text = text.encode("utf-8")[:int(args.megabytes * 1e6)].decode("utf-8", errors="ignore")
+    megabytes = len(text.encode("utf-8")) / 1e6
+    rows = []
+
+    # 1. Encoding, one process each. Ours is timed from a fresh tokenizer (empty cache) and again warm.
+    encoder_json, vocab_bpe = DATA / "gpt2" / "encoder.json", DATA / "gpt2" / "vocab.bpe"
+    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(vocab_bpe), encoder_json_file=str(encoder_json))
+    reference = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: 50256})
+    reference_time, reference_ids = best_time(lambda: reference.encode_ordinary(text), args.repeats)
+    cold_time, cold_ids = best_time(lambda: Tokenizer.from_gpt2(encoder_json, vocab_bpe).encode_ordinary(text), args.repeats)
+    ours = Tokenizer.from_gpt2(encoder_json, vocab_bpe)
+    ours.encode_ordinary(text)
+    warm_time, warm_ids = best_time(lambda: ours.encode_ordinary(text), args.repeats)
+    assert cold_ids == warm_ids == reference_ids, "ids differ from tiktoken"
+    split_time, _ = best_time(lambda: ours.compiled_pattern.findall(text), args.repeats)  # the floor under ours
+    rows.append(("encode, tiktoken (reference)", f"{megabytes / reference_time:.2f} MB/s", "1.00x"))
+    rows.append(("encode, bpe.py, fresh cache", f"{megabytes / cold_time:.2f} MB/s", f"{reference_time / cold_time:.2f}x"))
+    rows.append(("encode, bpe.py, warm cache", f"{megabytes / warm_time:.2f} MB/s", f"{reference_time / warm_time:.2f}x"))
+    rows.append(("pre-tokenization alone (`regex` findall)", f"{megabytes / split_time:.2f} MB/s", f"{reference_time / split_time:.2f}x"))
+    print(f"encoded {megabytes:.1f} MB: {len(reference_ids):,} tokens, identical ids", file=sys.stderr)
+
+    # 2. Training a vocabulary of the same size on the same text.
+    def train_hf():
+        tokenizer = HFTokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        trainer = trainers.BpeTrainer(vocab_size=args.vocab_size, special_tokens=[ENDOFTEXT], show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tokenizer.train_from_iterator([text], trainer)
+        return tokenizer
+
+    hf_time, _ = best_time(train_hf, 1)
+    our_time, trained = best_time(lambda: Tokenizer.train(text, args.vocab_size, special_tokens=[ENDOFTEXT]), 1)
+    rows.append((f"train {args.vocab_size} vocab, HF tokenizers (reference)", f"{hf_time:.1f} s", "1.00x"))
+    rows.append((f"train {args.vocab_size} vocab, bpe.py", f"{our_time:.1f} s", f"{our_time / hf_time:.2f}x the time"))
+
+    # 3. What the incremental updates buy: the textbook loop on 100 KB.
+    small = text[:100_000]
+    merges = 256 + 512
+    naive_time, naive_merges = best_time(lambda: naive_train(small, merges), 1)
+    fast_time, fast = best_time(lambda: Tokenizer.train(small, merges), 1)
+    assert fast.merges == naive_merges, "the fast trainer must make the textbook's merges"
+    rows.append(("train 512 merges on 100 KB, textbook algorithm", f"{naive_time:.2f} s", f"{naive_time / fast_time:.0f}x the time"))
+    rows.append(("train 512 merges on 100 KB, bpe.py", f"{fast_time:.2f} s", "1.00x"))
+
+    print(f"| measurement ({megabytes:.1f} MB of Gutenberg text) | figure | ratio |")
+    print("| --- | ---: | ---: |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,506 @@
+"""
+Byte-level Byte Pair Encoding (BPE): the tokenizer of GPT-2, written from scratch.
+
+How it works (Sennrich et al. 2016; made byte-level by GPT-2, Radford et al. 2019, section 2.2):
+1. Text becomes UTF-8 bytes. The 256 byte values are the first 256 tokens, so every string
+   can be encoded and there is no "unknown" token.
+2. A regex splits the text into pre-tokens (words with their leading space, numbers,
+   punctuation runs, whitespace). Merges never cross a pre-token boundary; GPT-2 section 2.2
+   explains why: otherwise BPE wastes its vocabulary on "dog." "dog!" "dog?".
+3. Training: count every adjacent pair of tokens, merge the most frequent pair into a new
+   token, repeat until the vocabulary has the requested size.
+4. Encoding: inside each pre-token, apply the learned merges in the order they were learned.
+
+Usage:
+    tok = Tokenizer.train(text, vocab_size=1024, special_tokens=["<|endoftext|>"])
+    ids = tok.encode("hello world")           # [...]
+    tok.decode(ids)                           # "hello world"
+    gpt2 = Tokenizer.from_gpt2("encoder.json", "vocab.bpe")   # OpenAI's exact ids
+"""
+
+import argparse
+import heapq
+import json
+import os
+import sys
+import time
+import warnings
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
+from pathlib import Path
+
+import regex
+
+# GPT-2's pre-tokenizer (openai/gpt-2, src/encoder.py): English contractions, letter runs,
+# number runs and punctuation runs (each with one optional leading space), then whitespace.
+# `\s+(?!\S)` leaves the last space of a run to start the next word, so " world" stays one token.
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+# GPT-4's (cl100k_base) pattern, as in tiktoken: case-insensitive contractions, numbers in groups of at most
+# three digits, and newlines kept apart from other whitespace.
+GPT4_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+
+ENDOFTEXT = "<|endoftext|>"
+NEVER = float("inf")  # the rank of a pair that is not a merge
+FILE_HEADER = "bpe.py tokenizer v1"
+
+
+def bytes_to_unicode():
+    """OpenAI's table from each byte to a printable character, used by GPT-2's vocabulary files.
+
+    Printable bytes map to themselves; the rest (space, newline, control bytes...) are shifted
+    to characters from 256 on, which is why a space shows up as 'Ġ' and a newline as 'Ċ'.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, shifted = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            table[byte] = chr(byte)
+        else:
+            table[byte] = chr(256 + shifted)
+            shifted += 1
+    return table
+
+
+BYTE_TO_CHAR = bytes_to_unicode()
+CHAR_TO_BYTE = {char: byte for byte, char in BYTE_TO_CHAR.items()}
+
+
+def printable(token: bytes) -> str:
+    return "".join(BYTE_TO_CHAR[b] for b in token)
+
+
+def merge(ids, pair, new_id):
+    """Replace every occurrence of `pair` in `ids`, left to right, by `new_id`."""
+    out, i, n = [], 0, len(ids)
+    first, second = pair
+    while i < n:
+        if i < n - 1 and ids[i] == first and ids[i + 1] == second:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def safe_split(text: str, pieces: int) -> list[str]:
+    """Cut a long text into about `pieces` parts that pre-tokenize exactly as the whole does.
+
+    A cut is placed only right after a newline that follows a non-space character and precedes
+    an ASCII letter: both the GPT-2 and the GPT-4 patterns always end a pre-token there, so
+    the parts can be encoded independently (in parallel) and concatenated.
+    """
+    if pieces <= 1 or len(text) < 2 * pieces:
+        return [text]
+    cuts, start, step = [], 0, len(text) // pieces
+    for target in range(step, len(text), step):
+        p = max(target, start + 1)
+        while p < len(text):
+            p = text.find("\n", p)
+            if p < 0 or p + 1 >= len(text):
+                break
+            if p > 0 and not text[p - 1].isspace() and text[p + 1].isascii() and text[p + 1].isalpha():
+                cuts.append(p + 1)
+                break
+            p += 1
+        if not cuts or cuts[-1] <= start:
+            break
+        start = cuts[-1]
+    bounds = [0, *sorted(set(cuts)), len(text)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def _count_pretokens(args):
+    text, pattern = args
+    return Counter(regex.findall(pattern, text))
+
+
+class Tokenizer:
+    def __init__(self, merges, *, pattern=GPT2_PATTERN, special_tokens=None, byte_ids=None):
+        """merges: {(left_id, right_id): new_id}, where the new ids grow with the merge's rank.
+        byte_ids[b] is the id of the single byte b (0..255 in order, except in GPT-2's files)."""
+        self.merges = dict(merges)
+        self.pattern = pattern
+        self.compiled_pattern = regex.compile(pattern)
+        self.special_tokens = dict(special_tokens or {})  # text -> id
+        self.byte_ids = list(byte_ids) if byte_ids is not None else list(range(256))
+        self.vocab = {self.byte_ids[b]: bytes([b]) for b in range(256)}  # id -> bytes
+        for (left, right), new_id in sorted(self.merges.items(), key=lambda item: item[1]):
+            self.vocab[new_id] = self.vocab[left] + self.vocab[right]
+        for text, token_id in self.special_tokens.items():
+            self.vocab[token_id] = text.encode("utf-8")
+        self.vocab_size = len(self.vocab)
+        self.eot_id = self.special_tokens.get(ENDOFTEXT)
+        self.special_pattern = None
+        if self.special_tokens:  # longest first, so a special token that contains another wins
+            alternatives = sorted(self.special_tokens, key=len, reverse=True)
+            self.special_pattern = regex.compile("(" + "|".join(regex.escape(s) for s in alternatives) + ")")
+        self.cache = {}  # pre-token -> ids: real text repeats its words, so most look-ups hit
+
+    # ------------------------------------------------------------------ training
+
+    @classmethod
+    def train(cls, text, vocab_size, *, pattern=GPT2_PATTERN, special_tokens=None, verbose=False):
+        """Learn `vocab_size - 256 - len(special_tokens)` merges from `text` (a str or an iterable of str).
+
+        The textbook algorithm recounts every pair of the whole corpus after each merge:
+        O(merges x corpus tokens). This one does the same merges, faster, in three steps:
+        1. Count each distinct pre-token once, with its frequency: a 10 MB corpus has about
+           2 million pre-tokens but only about 100 thousand distinct ones.
+        2. Count pairs once, weighted by those frequencies, and remember which pre-tokens hold
+           each pair.
+        3. After a merge, only the pre-tokens that held the merged pair change: subtract their
+           old pairs and add their new ones. A heap keyed on (-count, left, right) yields the most
+           frequent pair in O(log pairs); entries made stale by later changes are skipped.
+        Ties are broken deterministically: among pairs of equal count, the smallest
+        (left_id, right_id) is merged first.
+        """
+        special_tokens = list(special_tokens or [])
+        num_merges = vocab_size - 256 - len(special_tokens)
+        if num_merges < 0:
+            raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + {len(special_tokens)} special tokens")
+        texts = [text] if isinstance(text, str) else list(text)
+        words, counts = cls._distinct_pretokens(texts, pattern)
+        if not words:
+            raise ValueError("the training text is empty")
+
+        pair_counts, where = Counter(), {}
+        for index, (word, count) in enumerate(zip(words, counts)):
+            for pair in zip(word, word[1:]):
+                pair_counts[pair] += count
+                where.setdefault(pair, set()).add(index)
+        heap = [(-count, pair) for pair, count in pair_counts.items()]
+        heapq.heapify(heap)
+
+        merges, start = {}, time.time()
+        for step in range(num_merges):
+            while heap:
+                negative_count, pair = heapq.heappop(heap)
+                if pair_counts.get(pair, 0) == -negative_count > 0:
+                    break  # an up-to-date entry
+            else:
+                warnings.warn(f"the text has no pairs left after {step} merges; vocab_size is {256 + step + len(special_tokens)}")
+                break
+            new_id = 256 + step
+            merges[pair] = new_id
+            changed = set()
+            for index in where.pop(pair):
+                word, count = words[index], counts[index]
+                new_word = merge(word, pair, new_id)
+                if len(new_word) == len(word):
+                    continue  # the pair left this word in an earlier merge
+                for old_pair in zip(word, word[1:]):
+                    pair_counts[old_pair] -= count
+                    changed.add(old_pair)
+                for new_pair in zip(new_word, new_word[1:]):
+                    pair_counts[new_pair] += count
+                    changed.add(new_pair)
+                    if new_id in new_pair:
+                        where.setdefault(new_pair, set()).add(index)
+                words[index] = new_word
+            for changed_pair in changed:
+                if pair_counts[changed_pair] > 0:
+                    heapq.heappush(heap, (-pair_counts[changed_pair], changed_pair))
+                else:
+                    del pair_counts[changed_pair]
+            if verbose and ((step + 1) % 1000 == 0 or step + 1 == num_merges):
+                rate = (step + 1) / (time.time() - start)
+                print(f"\rmerge {step + 1}/{num_merges} ({rate:.0f} merges/s, ETA {(num_merges - step - 1) / rate:.0f}s)",
+                      end="\n" if step + 1 == num_merges else "", file=sys.stderr, flush=True)
+        specials = {s: 256 + len(merges) + i for i, s in enumerate(special_tokens)}
+        return cls(merges, pattern=pattern, special_tokens=specials)
+
+    @staticmethod
+    def _distinct_pretokens(texts, pattern):
+        """Pre-tokenize every text (in parallel when large) and return the distinct pre-tokens as
+        lists of byte values, with how often each occurs."""
+        total = sum(map(len, texts))
+        workers = min(os.cpu_count() or 1, 8) if total > 2_000_000 else 1
+        jobs = [(piece, pattern) for text in texts for piece in safe_split(text, workers * 4 if workers > 1 else 1)]
+        counter = Counter()
+        if workers > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for partial in pool.map(_count_pretokens, jobs, chunksize=4):
+                    counter.update(partial)
+        else:
+            for job in jobs:
+                counter.update(_count_pretokens(job))
+        words = [list(_utf8(chunk)) for chunk in counter]
+        return words, list(counter.values())
+
+    # ------------------------------------------------------------------ encoding
+
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        """BPE inside one pre-token: repeatedly merge the adjacent pair that was learned first
+        (the lowest new id), until no adjacent pair is a known merge (as OpenAI's encoder.py does)."""
+        ids = [self.byte_ids[b] for b in _utf8(chunk)]
+        while len(ids) >= 2:
+            ranks = list(map(self.merges.get, zip(ids, ids[1:]), repeat(NEVER)))  # the new id is the rank
+            first = min(ranks)
+            if first == NEVER:
+                break
+            # Merging the leftmost occurrence, then looking again, equals merging all occurrences
+            # left to right: the new pairs it creates all rank after `first`.
+            position = ranks.index(first)
+            ids[position:position + 2] = [first]
+        return ids
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode text, treating special-token text as plain text."""
+        if len(self.cache) > 500_000:  # bound memory on endless streams of new words
+            self.cache.clear()
+        ids, cache, look_up = [], self.cache, self.cache.get  # local names: this loop is the hot path
+        for chunk in self.compiled_pattern.findall(text):
+            tokens = look_up(chunk)
+            if tokens is None:
+                tokens = cache[chunk] = self._encode_chunk(chunk)
+            ids += tokens
+        return ids
+
+    def encode(self, text: str, *, allowed_special=()) -> list[int]:
+        """Encode text; special tokens in `allowed_special` (a set of strings, or "all") become their ids.
+
+        Like tiktoken, any other special-token text raises: text from users that happens to
+        contain "<|endoftext|>" must not silently end a document.
+        """
+        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+        if unknown := allowed - set(self.special_tokens):
+            raise ValueError(f"{sorted(unknown)} are not special tokens of this tokenizer ({sorted(self.special_tokens)})")
+        if self.special_pattern is None:
+            return self.encode_ordinary(text)
+        for found in self.special_pattern.findall(text):
+            if found not in allowed:
+                raise ValueError(
+                    f"the text contains the special token {found!r}: pass allowed_special={{{found!r}}} "
+                    f"(or 'all') to encode it as a special token, or use encode_ordinary() to encode it as plain text")
+        ids = []
+        for i, part in enumerate(self.special_pattern.split(text)):  # odd parts are special tokens
+            if i % 2:
+                ids.append(self.special_tokens[part])
+            elif part:
+                ids.extend(self.encode_ordinary(part))
+        return ids
+
+    def encode_batch(self, texts, *, num_workers=None, allowed_special=()) -> list[list[int]]:
+        """Encode many texts, in parallel processes when there is enough text to pay for them."""
+        texts = list(texts)
+        workers = num_workers or min(os.cpu_count() or 1, len(texts))
+        if workers <= 1 or sum(map(len, texts)) < 1_000_000:
+            return [self.encode(text, allowed_special=allowed_special) for text in texts]
+        chunksize = max(1, len(texts) // (workers * 8))
+        with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(self, allowed_special)) as pool:
+            return list(pool.map(_worker_encode, texts, chunksize=chunksize))
+
+    def encode_file(self, path, *, num_workers=None, allowed_special=()) -> list[int]:
+        """Encode a large UTF-8 file on all cores: cut it where pre-tokens always end, encode the parts
+        in parallel, concatenate. The ids equal those of `encode` on the whole text."""
+        text = read_text(path)
+        parts = safe_split(text, 8 * (num_workers or os.cpu_count() or 1))
+        return [i for ids in self.encode_batch(parts, num_workers=num_workers, allowed_special=allowed_special) for i in ids]
+
+    # ------------------------------------------------------------------ decoding
+
+    def token_bytes(self, token_id: int) -> bytes:
+        try:
+            return self.vocab[token_id]
+        except (KeyError, TypeError):
+            raise ValueError(f"token id {token_id!r} is not in the vocabulary (ids 0..{self.vocab_size - 1})") from None
+
+    def decode_bytes(self, ids) -> bytes:
+        return b"".join(map(self.token_bytes, ids))
+
+    def decode(self, ids) -> str:
+        """Ids to text. A token can end in the middle of a multi-byte character, so a slice of ids
+        may not be valid UTF-8: broken bytes become U+FFFD instead of raising."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    # ------------------------------------------------------------------ files
+
+    @classmethod
+    def from_gpt2(cls, encoder_json, vocab_bpe):
+        """Load OpenAI's GPT-2 files (in a Hugging Face folder: vocab.json and merges.txt).
+
+        encoder.json maps each token, written in the printable byte alphabet, to its id;
+        vocab.bpe lists the 50000 merges in rank order. The single bytes are ids 0..255 (in the
+        order of that alphabet, not of byte values) and merge k makes id 256 + k.
+        """
+        try:
+            encoder = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
+            lines = Path(vocab_bpe).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read GPT-2 vocabulary files: {error}") from None
+        byte_ids = [encoder[BYTE_TO_CHAR[b]] for b in range(256)]
+        merges = {}
+        for line_number, line in enumerate(lines, start=1):
+            if line.startswith("#version") or not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 2 or any(p not in encoder for p in parts) or parts[0] + parts[1] not in encoder:
+                raise ValueError(f"{vocab_bpe}: line {line_number}: not a merge of two known tokens: {line!r}")
+            new_id = encoder[parts[0] + parts[1]]
+            if new_id != 256 + len(merges):
+                raise ValueError(f"{vocab_bpe}: line {line_number}: merge makes id {new_id}, expected {256 + len(merges)}")
+            merges[encoder[parts[0]], encoder[parts[1]]] = new_id
+        special = {token: i for token, i in encoder.items() if i >= 256 + len(merges)}
+        return cls(merges, pattern=GPT2_PATTERN, special_tokens=special, byte_ids=byte_ids)
+
+    def dumps(self) -> str:
+        """The tokenizer as readable text: the pattern, special tokens, byte ids, then one merge per
+        line in rank order, as ids followed by the two parts in GPT-2's printable byte alphabet."""
+        lines = [FILE_HEADER, f"pattern {json.dumps(self.pattern)}"]
+        lines += [f"special {json.dumps(text)} {i}" for text, i in self.special_tokens.items()]
+        lines.append("bytes " + " ".join(map(str, self.byte_ids)))
+        lines.append(f"merges {len(self.merges)}")
+        lines.append("# left_id right_id  left right  (printable bytes: 'Ġ' is a space, 'Ċ' a newline)")
+        for (left, right), _ in sorted(self.merges.items(), key=lambda item: item[1]):
+            lines.append(f"{left} {right}  {printable(self.vocab[left])} {printable(self.vocab[right])}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def loads(cls, text: str, source="<string>"):
+        """Parse `dumps` output; any malformed or missing line raises ValueError naming the line."""
+        lines = text.split("\n")
+
+        def fail(line_number, problem):
+            raise ValueError(f"{source}: line {line_number}: {problem}")
+
+        if not lines or lines[0] != FILE_HEADER:
+            fail(1, f"expected the header {FILE_HEADER!r}: not a tokenizer file")
+        pattern, special, byte_ids, merges, expected = None, {}, None, {}, None
+        for line_number, line in enumerate(lines[1:], start=2):
+            if not line or line.startswith("#"):
+                continue
+            key, _, value = line.partition(" ")
+            try:
+                if expected is not None:  # inside the merge list: merge k makes id 256 + k
+                    left, right = int(key), int(value.split()[0])
+                    if not (0 <= left < 256 + len(merges) and 0 <= right < 256 + len(merges)):
+                        fail(line_number, f"merge refers to an id not defined above it: {line!r}")
+                    merges[left, right] = 256 + len(merges)
+                elif key == "pattern":
+                    pattern = json.loads(value)
+                elif key == "special":
+                    name, token_id = value.rsplit(" ", 1)
+                    special[json.loads(name)] = int(token_id)
+                elif key == "bytes":
+                    byte_ids = [int(v) for v in value.split()]
+                    if sorted(byte_ids) != list(range(256)):
+                        fail(line_number, "'bytes' must list the ids 0..255 once each")
+                elif key == "merges":
+                    expected = int(value)
+                else:
+                    fail(line_number, f"unknown entry {key!r}")
+            except (ValueError, json.JSONDecodeError) as error:
+                if str(error).startswith(source):
+                    raise
+                fail(line_number, f"cannot parse {line!r}")
+        if pattern is None or expected is None:
+            fail(len(lines), "missing 'pattern' or 'merges' entry (truncated file?)")
+        if len(merges) != expected:
+            fail(len(lines), f"expected {expected} merges, found {len(merges)} (truncated file?)")
+        return cls(merges, pattern=pattern, special_tokens=special, byte_ids=byte_ids)
+
+    def save(self, path):
+        """Write atomically (temporary file, then rename), so an interrupted save loses nothing."""
+        temporary = f"{path}.tmp"
+        Path(temporary).write_text(self.dumps(), encoding="utf-8")
+        os.replace(temporary, path)
+
+    @classmethod
+    def load(cls, path):
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a UTF-8 text file; is it a tokenizer saved by bpe.py?") from None
+        return cls.loads(text, source=str(path))
+
+
+# Worker processes of encode_batch get the tokenizer once, through the pool's initializer.
+_worker_state = {}
+
+
+def _worker_init(tokenizer, allowed_special):
+    _worker_state["tokenizer"], _worker_state["allowed_special"] = tokenizer, allowed_special
+
+
+def _worker_encode(text):
+    return _worker_state["tokenizer"].encode(text, allowed_special=_worker_state["allowed_special"])
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = text[error.start]
+        raise ValueError(f"the text holds a lone surrogate U+{ord(bad):04X} at position {error.start} of a "
+                         "pre-token: it is not valid Unicode and has no UTF-8 bytes; fix the text "
+                         "(e.g. decode files with errors='replace')") from None
+
+
+def read_text(path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not valid UTF-8 at byte {error.start}; convert the file to UTF-8") from None
+
+
+def load_tokenizer(spec: str) -> Tokenizer:
+    """`gpt2:DIR` loads OpenAI's files from DIR (encoder.json + vocab.bpe, or a Hugging Face
+    checkpoint's vocab.json + merges.txt); anything else is a file written by `save`."""
+    if spec.startswith("gpt2:"):
+        folder = Path(spec[len("gpt2:"):])
+        for names in (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")):
+            if all((folder / name).is_file() for name in names):
+                return Tokenizer.from_gpt2(*(folder / name for name in names))
+        raise ValueError(f"{folder} has neither encoder.json + vocab.bpe nor vocab.json + merges.txt")
+    if not Path(spec).is_file():
+        raise ValueError(f"tokenizer file {spec} not found; make one with `python bpe.py train` or use gpt2:DIR")
+    return Tokenizer.load(spec)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Byte-level BPE: train a tokenizer, encode and decode text.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="learn merges from text files")
+    train.add_argument("--input", nargs="+", required=True, help="text files or folders of .txt/.py/.md files")
+    train.add_argument("--vocab-size", type=int, required=True, help="256 bytes + merges + special tokens")
+    train.add_argument("--out", required=True, help="where to write the tokenizer (e.g. tok.bpe)")
+    train.add_argument("--special", action="append", default=[], help="a special token, e.g. '<|endoftext|>' (repeatable)")
+    train.add_argument("--pattern", choices=["gpt2", "gpt4"], default="gpt2", help="pre-tokenizer split pattern")
+    for name in ("encode", "decode"):
+        sub = commands.add_parser(name, help=f"{name} with a saved tokenizer or gpt2:DIR")
+        sub.add_argument("--tokenizer", required=True, help="a file written by `train`, or gpt2:DIR with OpenAI's files")
+        sub.add_argument("input", nargs="?", help="the text (encode) or ids (decode); read from stdin when left out")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            files = [f for p in map(Path, args.input)
+                     for f in (sorted(q for q in p.rglob("*") if q.suffix in {".txt", ".py", ".md"}) if p.is_dir() else [p])]
+            if missing := [str(f) for f in files if not f.is_file()]:
+                raise ValueError(f"input not found: {', '.join(missing)}")
+            texts = [read_text(f) for f in files]
+            if not any(t.strip() for t in texts):
+                raise ValueError("the input is empty: give a file or folder with text to learn from")
+            pattern = GPT2_PATTERN if args.pattern == "gpt2" else GPT4_PATTERN
+            tokenizer = Tokenizer.train(texts, args.vocab_size, pattern=pattern, special_tokens=args.special, verbose=True)
+            tokenizer.save(args.out)
+            print(f"wrote {args.out}: {tokenizer.vocab_size} tokens ({len(tokenizer.merges)} merges)")
+        else:
+            tokenizer = load_tokenizer(args.tokenizer)
+            data = args.input if args.input is not None else sys.stdin.read()
+            if args.command == "encode":
+                ids = tokenizer.encode(data, allowed_special="all")
+                print(" ".join(map(str, ids)))
+                # The token boundaries, for a class to see; a token holding part of a character shows its bytes.
+                print("|".join(tokenizer.token_bytes(i).decode("utf-8", errors="backslashreplace") for i in ids))
+            else:
+                ids = [int(i) for i in data.replace(",", " ").split()]
+                print(tokenizer.decode(ids))
+    except (ValueError, OSError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

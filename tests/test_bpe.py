@@ -1,0 +1,325 @@
+"""Tests for bpe.py: round trips, the textbook algorithm, files, special tokens, GPT-2 parity with tiktoken."""
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import regex
+from hypothesis import given, settings, strategies as st
+
+from bpe import ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN, Tokenizer, load_tokenizer, safe_split
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+GPT2_FILES = (DATA / "gpt2" / "encoder.json", DATA / "gpt2" / "vocab.bpe")
+needs_gpt2_files = pytest.mark.skipif(not GPT2_FILES[0].is_file(), reason=f"GPT-2 vocabulary files not found in {DATA / 'gpt2'} (../shared/data)")
+
+# A small corpus with a bit of everything, so the tests need no data files.
+MIXED = (Path(ROOT / "bpe.py").read_text(encoding="utf-8") +
+         "Héllo wörld! Ça va? 你好，世界。こんにちは 🤗🚀 e\u0301 (combining) Привет мир 123 4567 don't we'll\n" * 20)
+
+ADVERSARIAL = [
+    "", " ", "  ", "\n", "\n\n\n", "\t \t", "a", "   leading spaces", "trailing spaces   ",
+    "don't won't I'm you're they've he'll she'd IT'S 'S 'sup", "'''", "12345678901234567890", "3.14159 1,000,000 -42",
+    "hello\u00a0world", "🤗" * 50, "👩‍👩‍👧‍👦 family", "你好，世界", "naïve café e\u0301\u0302\u0303", "Ελληνικά עברית العربية हिन्दी",
+    "\x00\x01\x02\x1f\x7f", "a" * 5000, " " * 3000, "\n" * 2000, "ab" * 2000, "x\r\ny\r\n\r\n", "<|endoftext|>",
+    "  \n  \n word", "!!!???...", "$$$ %%% ^^^", "\u200b\u200c\u200d", "\ufeffBOM", "\U0010ffff\U0001f600",
+]
+
+
+@pytest.fixture(scope="module")
+def small():
+    return Tokenizer.train(MIXED, 512, special_tokens=[ENDOFTEXT])
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    if not GPT2_FILES[0].is_file():
+        pytest.skip(f"GPT-2 vocabulary files not found in {DATA / 'gpt2'} (../shared/data)")
+    return Tokenizer.from_gpt2(*GPT2_FILES)
+
+
+# ---------------------------------------------------------------- round trips
+
+@pytest.mark.parametrize("text", ADVERSARIAL)
+def test_round_trip_adversarial(small, text):
+    assert small.decode(small.encode_ordinary(text)) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_round_trip_any_string(small, text):
+    # st.text() draws from all of Unicode except lone surrogates (which are not valid text)
+    assert small.decode(small.encode_ordinary(text)) == text
+    assert small.decode_bytes(small.encode_ordinary(text)) == text.encode("utf-8")
+
+
+@needs_gpt2_files
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_round_trip_any_string_gpt2(gpt2, text):
+    assert gpt2.decode(gpt2.encode_ordinary(text)) == text
+
+
+def test_lone_surrogate_is_a_clear_error(small):
+    with pytest.raises(ValueError, match="surrogate U\\+D800"):
+        small.encode("ok \ud800 not ok")
+
+
+def test_decode_replaces_broken_utf8(small):
+    ids = small.encode("é")  # two bytes: C3 A9
+    first_byte = small.byte_ids[0xC3]
+    assert small.decode([first_byte]) == "\ufffd"
+    assert small.decode_bytes([first_byte]) == b"\xc3"
+    assert small.decode(ids) == "é"
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        small.decode([small.vocab_size + 7])
+
+
+# ---------------------------------------------------------------- the textbook algorithm
+
+def naive_train(text, vocab_size, pattern=GPT2_PATTERN):
+    """The textbook BPE (as in minbpe): recount all pairs of the whole corpus, merge the most
+    frequent, repeat. Ties go to the smallest (left, right) pair, the rule bpe.py documents."""
+    chunks = [list(chunk.encode("utf-8")) for chunk in regex.findall(pattern, text)]
+    merges = {}
+    for new_id in range(256, vocab_size):
+        counts = Counter(pair for ids in chunks for pair in zip(ids, ids[1:]))
+        if not counts:
+            break
+        pair = max(counts, key=lambda p: (counts[p], -p[0], -p[1]))
+        merges[pair] = new_id
+        chunks = [naive_merge(ids, pair, new_id) for ids in chunks]
+    return merges
+
+
+def naive_merge(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if ids[i:i + 2] == list(pair):
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+TRAINING_TEXTS = {
+    "prose": "The cat sat on the mat. The dog sat on the log! Then the cat and the dog ran off together,\n"
+             "over the hills and far away; nobody saw them again, though everybody looked for them.\n" * 2,
+    "repeats": "aaaaaaaaaaaaa bbbbbbb aaaa ab ab ab abab aaab baaa abba baba cabbage aabbaabb " * 4,  # overlaps: "aaa"
+    "unicode": "Héllo wörld 你好你好世界 🤗🤗🤗 e\u0301e\u0301 Привет привет 12 123 1234 Ελληνικά ελληνικά naïve café",
+    "code": Path(ROOT / "bpe.py").read_text(encoding="utf-8")[:6000],
+}
+
+
+@pytest.mark.parametrize("name", TRAINING_TEXTS)
+def test_training_equals_textbook_algorithm(name):
+    text = TRAINING_TEXTS[name]
+    vocab_size = 256 + 30
+    merges = Tokenizer.train(text, vocab_size).merges
+    assert len(merges) == 30 and merges == naive_train(text, vocab_size)
+
+
+def test_training_equals_textbook_algorithm_gpt4_pattern():
+    text = TRAINING_TEXTS["unicode"] + TRAINING_TEXTS["prose"]
+    tokenizer = Tokenizer.train(text, 300, pattern=GPT4_PATTERN)
+    assert tokenizer.merges == naive_train(text, 300, pattern=GPT4_PATTERN)
+
+
+def test_training_is_deterministic_and_accepts_documents():
+    documents = [TRAINING_TEXTS["prose"], TRAINING_TEXTS["code"]]
+    first = Tokenizer.train(documents, 400)
+    second = Tokenizer.train(iter(documents), 400)
+    assert first.merges == second.merges
+    assert first.vocab_size == 400
+
+
+def test_vocabulary_layout(small):
+    assert [small.token_bytes(i) for i in range(256)] == [bytes([b]) for b in range(256)]
+    assert sorted(small.merges.values()) == list(range(256, 511))
+    assert small.eot_id == 511 and small.vocab_size == 512
+    assert small.token_bytes(small.eot_id) == ENDOFTEXT.encode()
+
+
+def test_encoding_matches_tiktoken_with_our_merges(small):
+    """tiktoken, given our merges as its ranks, is an independent implementation of the encoder."""
+    tiktoken = pytest.importorskip("tiktoken")
+    ranks = {small.token_bytes(i): i for i in range(256 + len(small.merges))}
+    reference = tiktoken.Encoding("small", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: small.eot_id})
+    for text in [MIXED, *ADVERSARIAL]:
+        assert small.encode_ordinary(text) == reference.encode_ordinary(text)
+
+
+# ---------------------------------------------------------------- special tokens
+
+def test_special_tokens_are_not_encoded_unless_allowed(small):
+    text = f"end of story{ENDOFTEXT}next"
+    with pytest.raises(ValueError, match="allowed_special.*encode_ordinary"):
+        small.encode(text)
+    allowed = small.encode(text, allowed_special={ENDOFTEXT})
+    assert allowed == small.encode(text, allowed_special="all")
+    assert allowed.count(small.eot_id) == 1
+    assert small.decode(allowed) == text
+    plain = small.encode_ordinary(text)
+    assert small.eot_id not in plain and small.decode(plain) == text
+    with pytest.raises(ValueError, match="not special tokens"):
+        small.encode("x", allowed_special={"<|nope|>"})
+
+
+def test_several_special_tokens_longest_wins():
+    tokenizer = Tokenizer.train("hello world", 260, special_tokens=["<|a|>", "<|a|><|b|>"])
+    ids = tokenizer.encode("x<|a|><|b|>y<|a|>", allowed_special="all")
+    assert ids.count(tokenizer.special_tokens["<|a|><|b|>"]) == 1
+    assert ids.count(tokenizer.special_tokens["<|a|>"]) == 1
+
+
+# ---------------------------------------------------------------- files
+
+def test_save_load_round_trip(small, tmp_path):
+    path = tmp_path / "tok.bpe"
+    small.save(path)
+    loaded = Tokenizer.load(path)
+    assert loaded.merges == small.merges and loaded.special_tokens == small.special_tokens
+    assert loaded.pattern == small.pattern and loaded.byte_ids == small.byte_ids
+    assert loaded.encode_ordinary(MIXED) == small.encode_ordinary(MIXED)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("bpe.py tokenizer v1\n") and 'special "<|endoftext|>" 511' in text
+
+
+def test_loading_a_truncated_or_malformed_file_names_the_line(small, tmp_path):
+    lines = small.dumps().split("\n")
+    truncated = tmp_path / "truncated.bpe"
+    truncated.write_text("\n".join(lines[:len(lines) // 2]), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"truncated\.bpe: line \d+: expected 255 merges"):
+        Tokenizer.load(truncated)
+    broken = list(lines)
+    broken[10] = "12 banana"
+    bad = tmp_path / "bad.bpe"
+    bad.write_text("\n".join(broken), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.bpe: line 11: cannot parse"):
+        Tokenizer.load(bad)
+    broken[10] = "9999 1"
+    bad.write_text("\n".join(broken), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.bpe: line 11: merge refers to an id not defined"):
+        Tokenizer.load(bad)
+    (tmp_path / "other.json").write_text('{"not": "a tokenizer"}')
+    with pytest.raises(ValueError, match="line 1: expected the header"):
+        Tokenizer.load(tmp_path / "other.json")
+
+
+def test_training_errors():
+    with pytest.raises(ValueError, match="smaller than 256"):
+        Tokenizer.train("hello", 256, special_tokens=[ENDOFTEXT])
+    with pytest.raises(ValueError, match="empty"):
+        Tokenizer.train("", 300)
+
+
+# ---------------------------------------------------------------- parallel encoding
+
+@pytest.mark.parametrize("pattern", [GPT2_PATTERN, GPT4_PATTERN], ids=["gpt2", "gpt4"])
+def test_safe_split_keeps_pre_tokens(pattern):
+    text = MIXED * 3 + "\nEnd\nA\n\nB.\nC \nD"
+    parts = safe_split(text, 16)
+    assert len(parts) > 8 and "".join(parts) == text
+    assert [c for part in parts for c in regex.findall(pattern, part)] == regex.findall(pattern, text)
+
+
+def test_encode_batch_and_encode_file_in_parallel(small, tmp_path):
+    documents = [MIXED[i:i + 5000] for i in range(0, len(MIXED), 5000)] * 40  # over 1 MB: uses processes
+    assert sum(map(len, documents)) > 1_000_000
+    assert small.encode_batch(documents, num_workers=2, allowed_special="all") == [small.encode(d, allowed_special="all") for d in documents]
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(documents), encoding="utf-8")
+    assert small.encode_file(path, num_workers=2, allowed_special="all") == small.encode("".join(documents), allowed_special="all")
+
+
+# ---------------------------------------------------------------- GPT-2 parity with OpenAI's tokenizer
+
+@pytest.fixture(scope="module")
+def tiktoken_gpt2():
+    tiktoken = pytest.importorskip("tiktoken")
+    if not GPT2_FILES[0].is_file():
+        pytest.skip(f"GPT-2 vocabulary files not found in {DATA / 'gpt2'} (../shared/data)")
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks  # built offline from the same two files
+    ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(GPT2_FILES[1]), encoder_json_file=str(GPT2_FILES[0]))
+    return tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: 50256})
+
+
+def varied_text():
+    """About 2 MB: Shakespeare, novels (with curly quotes and dashes), GLUE sentences, stories."""
+    pieces = []
+    if (DATA / "tinyshakespeare.txt").is_file():
+        pieces.append((DATA / "tinyshakespeare.txt").read_text(encoding="utf-8"))
+    corpus = DATA / "bench" / "gutenberg_en_corpus.txt"
+    if corpus.is_file():
+        with open(corpus, encoding="utf-8", errors="replace") as f:
+            for offset in (0, 20_000_000, 50_000_000):
+                f.seek(offset)
+                pieces.append(f.read(150_000))
+    for path in sorted(DATA.glob("glue/*/dev.tsv")) + sorted(DATA.glob("rocstories/*.csv")):
+        pieces.append(path.read_text(encoding="utf-8-sig"))
+    return "\n".join(pieces)
+
+
+def test_gpt2_vocabulary(gpt2):
+    assert gpt2.vocab_size == 50257 and gpt2.eot_id == 50256
+    assert gpt2.encode("Hello world") == [15496, 995]
+
+
+def test_gpt2_matches_tiktoken_on_real_text(gpt2, tiktoken_gpt2):
+    text = varied_text()
+    assert len(text.encode("utf-8")) > 1_000_000
+    assert gpt2.encode_ordinary(text) == tiktoken_gpt2.encode_ordinary(text)
+
+
+@pytest.mark.parametrize("text", ADVERSARIAL + [MIXED])
+def test_gpt2_matches_tiktoken_on_adversarial_strings(gpt2, tiktoken_gpt2, text):
+    assert gpt2.encode(text, allowed_special="all") == tiktoken_gpt2.encode(text, allowed_special="all")
+
+
+def test_gpt2_survives_save_and_load(gpt2, tmp_path):
+    gpt2.save(tmp_path / "gpt2.bpe")
+    loaded = load_tokenizer(str(tmp_path / "gpt2.bpe"))
+    assert loaded.encode_ordinary(MIXED) == gpt2.encode_ordinary(MIXED) and loaded.eot_id == 50256
+    assert load_tokenizer(f"gpt2:{DATA / 'gpt2'}").merges == gpt2.merges
+
+
+# ---------------------------------------------------------------- command line
+
+def run_cli(*args, stdin=None):
+    return subprocess.run([sys.executable, str(ROOT / "bpe.py"), *args], capture_output=True, text=True, input=stdin)
+
+
+def test_cli_train_encode_decode(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TRAINING_TEXTS["prose"] * 5, encoding="utf-8")
+    out = tmp_path / "tok.bpe"
+    result = run_cli("train", "--input", str(corpus), "--vocab-size", "300", "--out", str(out), "--special", ENDOFTEXT)
+    assert result.returncode == 0, result.stderr
+    assert Tokenizer.load(out).vocab_size == 300
+    encoded = run_cli("encode", "--tokenizer", str(out), "the cat sat")
+    ids, pieces = encoded.stdout.splitlines()
+    assert pieces.replace("|", "") == "the cat sat"
+    decoded = run_cli("decode", "--tokenizer", str(out), stdin=ids)
+    assert decoded.stdout == "the cat sat\n"
+
+
+@pytest.mark.parametrize("case", ["missing file", "empty corpus", "vocab too small", "bad tokenizer"])
+def test_cli_errors_are_one_line(tmp_path, case):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    args = {
+        "missing file": ["train", "--input", str(tmp_path / "nope.txt"), "--vocab-size", "300", "--out", str(tmp_path / "t")],
+        "empty corpus": ["train", "--input", str(empty), "--vocab-size", "300", "--out", str(tmp_path / "t")],
+        "vocab too small": ["train", "--input", str(ROOT / "bpe.py"), "--vocab-size", "256", "--special", ENDOFTEXT, "--out", str(tmp_path / "t")],
+        "bad tokenizer": ["encode", "--tokenizer", str(empty), "hi"],
+    }[case]
+    result = run_cli(*args)
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "t").exists()  # nothing half-written
