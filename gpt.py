@@ -1,0 +1,375 @@
+"""GPT-1 and GPT-2 in one readable file.
+
+Papers:
+  GPT-1: Radford et al. 2018, "Improving Language Understanding by Generative Pre-Training"
+  GPT-2: Radford et al. 2019, "Language Models are Unsupervised Multitask Learners"
+
+Read top to bottom: the configuration, attention, the transformer block, the model,
+loading and saving Hugging Face GPT-2 checkpoints, and a smoke test (`python gpt.py`).
+Text generation (greedy, sampling, beam search) lives in sample.py.
+"""
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# -----------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class GPTConfig:
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024  # the context length: how many tokens the model can look at
+    vocab_size: int = 50257  # GPT-2's BPE: 256 bytes + 50,000 merges + <|endoftext|>
+    dropout: float = 0.0
+    bias: bool = True  # biases in the Linear layers and LayerNorms, as in GPT-1 and GPT-2
+    ln_position: str = "pre"  # "post": LayerNorm after each residual add (GPT-1), "pre": before (GPT-2)
+    activation: str = "gelu_tanh"  # "gelu_tanh" (GPT-1 and GPT-2) or "gelu" (exact, with erf)
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        if self.ln_position not in ("pre", "post"):
+            raise ValueError(f"ln_position must be 'pre' or 'post', not {self.ln_position!r}")
+        if self.activation not in ("gelu_tanh", "gelu"):
+            raise ValueError(f"activation must be 'gelu_tanh' or 'gelu', not {self.activation!r}")
+
+    @classmethod
+    def preset(cls, name, **overrides):
+        """A named configuration, e.g. GPTConfig.preset("gpt2", dropout=0.1)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+PRESETS = {
+    # GPT-1 (section 4.1 of the paper): 12 layers, 768 wide, 12 heads, 512 tokens of context,
+    # dropout 0.1, GELU, and a BPE vocabulary of 40,000 merges (40,478 tokens in OpenAI's
+    # release). Here GPT-1 is normally trained with our own tokenizer: override vocab_size.
+    "gpt1": dict(n_layer=12, n_head=12, n_embd=768, block_size=512, vocab_size=40478,
+                 dropout=0.1, ln_position="post"),
+    # GPT-2 (Table 2 of the paper), named by their true sizes (see num_params and README).
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+    # Small models that train on a laptop CPU (GPT-2 architecture).
+    "gpt-mini": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.1),
+    "gpt-micro": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
+    "gpt-nano": dict(n_layer=2, n_head=2, n_embd=64, block_size=64),
+}
+
+
+# -----------------------------------------------------------------------------
+# Attention
+
+
+def attend(q, k, v, backend="auto", dropout=0.0):
+    """softmax(Q Kᵀ / √d + mask) V for (batch, n_head, length, head_size) tensors.
+
+    The causal mask lets each query see its own position and everything before it.
+    With a KV cache, k and v hold past positions too: query i of T_q is then
+    position (T_k - T_q + i), and it sees keys 0 .. T_k - T_q + i.
+    """
+    T_q, T_k = q.size(-2), k.size(-2)
+    past = T_k - T_q
+    if backend == "auto":
+        backend = "sdpa"
+    if backend == "math":
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+        allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
+        att = att.masked_fill(~allowed, float("-inf"))
+        att = F.dropout(F.softmax(att, dim=-1), p=dropout)
+        return att @ v
+    if backend == "triton" and past == 0:
+        try:
+            from kernels.flash_attention import flash_attention
+        except ImportError as error:
+            raise RuntimeError("attention='triton' needs kernels/flash_attention.py and the "
+                               f"triton package ({error}); use attention='sdpa'") from None
+        if not q.is_cuda:
+            raise RuntimeError("attention='triton' needs a CUDA GPU; use attention='sdpa' on the CPU")
+        if dropout > 0:
+            raise RuntimeError("the triton kernel has no attention dropout; set dropout=0 or use 'sdpa'")
+        return flash_attention(q, k, v, causal=True)
+    if backend in ("sdpa", "triton"):
+        # The triton kernel assumes square causal alignment, so steps that read a KV cache
+        # (T_q != T_k) go to PyTorch's fused attention, as does is_causal=True, which
+        # aligns the mask at the top-left corner and is only right without a cache.
+        if past == 0:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+    raise ValueError(f"unknown attention backend {backend!r}; use 'auto', 'math', 'sdpa' or 'triton'")
+
+
+class CausalSelfAttention(nn.Module):
+    """Masked multi-head self-attention (Vaswani et al. 2017, section 3.2)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, backend="auto", past=None):
+        """Returns the output and the (keys, values) of all positions so far, for the cache."""
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, n_head, T, head_size): each head attends on its own slice of C.
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+        y = attend(q, k, v, backend, self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.resid_dropout(self.c_proj(y)), (k, v)
+
+
+# -----------------------------------------------------------------------------
+# The transformer block
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network, 4x wider inside (GPT-1 section 4.1: 3072 = 4 * 768)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        # OpenAI's GPT-1 and GPT-2 code computes GELU with the tanh approximation; the exact
+        # erf GELU (nanoGPT's choice) gives slightly wrong logits with released weights.
+        self.gelu = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Attention then MLP, each wrapped in a residual connection and a LayerNorm.
+
+    GPT-1 puts the LayerNorm after the residual add ("post-LN", as in the original
+    Transformer). GPT-2 section 2.3 moves it to the input of each sub-block ("pre-LN"),
+    which leaves a clean residual path from the embeddings to the output and trains
+    deep models more stably.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.post_ln = config.ln_position == "post"
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, backend="auto", past=None):
+        if self.post_ln:
+            a, present = self.attn(x, backend, past)
+            x = self.ln_1(x + a)
+            x = self.ln_2(x + self.mlp(x))
+        else:
+            a, present = self.attn(self.ln_1(x), backend, past)
+            x = x + a
+            x = x + self.mlp(self.ln_2(x))
+        return x, present
+
+
+# -----------------------------------------------------------------------------
+# The model
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer language model.
+
+    attention: how attention is computed, "auto" | "math" | "sdpa" | "triton" (see attend);
+    it only changes speed, not results, and can be changed any time: model.attention = "math".
+    """
+
+    def __init__(self, config, attention="auto"):
+        super().__init__()
+        self.config = config
+        self.attention = attention
+        # The names follow OpenAI's GPT-2 checkpoint, so loading it is a plain loop.
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding
+            wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embedding
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            # GPT-2 section 2.3 adds a LayerNorm after the last block; post-LN GPT-1 ends on one already.
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias) if config.ln_position == "pre" else nn.Identity(),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying (GPT-1 section 3.1, P(u) = softmax(h W_eᵀ)): the output layer reuses
+        # the token embedding matrix, so a token is read and written with the same vector.
+        self.transformer.wte.weight = self.lm_head.weight
+
+        # Initialization: N(0, 0.02) everywhere (GPT-1 section 4.1), and GPT-2 section 2.3 scales
+        # the weights of the layers that write into the residual stream by 1/sqrt(N), N = the
+        # number of residual layers (2 per block), so the stream's variance does not grow with depth.
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self):
+        """Number of parameters, each counted once (the tied embedding / output matrix too)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def new_kv_cache(self):
+        """An empty KV cache: one slot per layer for the (keys, values) of past positions."""
+        return [None] * self.config.n_layer
+
+    def forward(self, idx, targets=None, *, kv_cache=None):
+        """idx: (B, T) token ids. Returns logits (B, T, vocab_size) and the mean cross-entropy
+        loss against targets (B, T) if given (targets of -1 are ignored).
+
+        kv_cache: None, or a list from new_kv_cache(), filled in place. The keys and values of
+        every position are kept there, so the next call only feeds the new tokens: idx is then
+        the continuation of what the cache has seen, at positions past .. past + T - 1.
+        """
+        B, T = idx.size()
+        past = 0 if kv_cache is None or kv_cache[0] is None else kv_cache[0][0].size(2)
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence of {past + T} tokens is longer than block_size "
+                             f"{self.config.block_size}; crop the input (sample.py does)")
+        pos = torch.arange(past, past + T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for i, block in enumerate(self.transformer.h):
+            x, present = block(x, self.attention, None if kv_cache is None else kv_cache[i])
+            if kv_cache is not None:
+                kv_cache[i] = present
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                   ignore_index=-1)
+        return logits, loss
+
+    # -------------------------------------------------------------------------
+    # Checkpoints: ours (written by train.py) and Hugging Face's GPT-2 format
+
+    @classmethod
+    def from_checkpoint_dict(cls, checkpoint):
+        """The model stored in a train.py checkpoint: {"model": state_dict, "config": dict, ...}."""
+        model = cls(GPTConfig(**checkpoint["config"]))
+        model.load_state_dict(checkpoint["model"])
+        return model
+
+    # Hugging Face stores these four as Conv1D, a Linear with the weight transposed.
+    CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+    @classmethod
+    def from_pretrained(cls, path):
+        """Load GPT-2 weights from a local Hugging Face checkpoint directory: config.json plus
+        model.safetensors or pytorch_model.bin, e.g. a snapshot folder in ~/.cache/huggingface.
+        Never touches the network."""
+        path = Path(path)
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{config_file} is missing: expected a Hugging Face GPT-2 "
+                                    "directory with config.json and model.safetensors")
+        hf = json.loads(config_file.read_text())
+        if hf.get("model_type", "gpt2") != "gpt2":
+            raise ValueError(f"{config_file}: model_type is {hf.get('model_type')!r}, only 'gpt2' can be loaded")
+        activation = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
+        if hf.get("activation_function", "gelu_new") not in activation:
+            raise ValueError(f"{config_file}: unsupported activation_function {hf['activation_function']!r}")
+        config = GPTConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                           block_size=hf["n_positions"], vocab_size=hf["vocab_size"],
+                           activation=activation[hf.get("activation_function", "gelu_new")])
+
+        if (path / "model.safetensors").is_file():
+            from safetensors.torch import load_file
+            weights_file = path / "model.safetensors"
+            state = load_file(weights_file)
+        elif (path / "pytorch_model.bin").is_file():
+            weights_file = path / "pytorch_model.bin"
+            state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        else:
+            raise FileNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin")
+        # GPT2Model checkpoints (OpenAI's originals) have no "transformer." prefix; GPT2LMHeadModel ones do.
+        state = {k.removeprefix("transformer."): v for k, v in state.items()}
+
+        model = cls(config)
+        with torch.no_grad():
+            for name, param in model.named_parameters():  # lm_head.weight is wte.weight, listed once
+                key = name.removeprefix("transformer.")
+                if key not in state:
+                    raise KeyError(f"{weights_file} has no tensor {key!r}: not a GPT-2 checkpoint?")
+                w = state[key].t() if name.endswith(cls.CONV1D) else state[key]
+                if w.shape != param.shape:
+                    raise ValueError(f"{weights_file}: {key} has shape {tuple(w.shape)}, config.json "
+                                     f"implies {tuple(param.shape)}")
+                param.copy_(w)
+        return model
+
+    def save_pretrained(self, path):
+        """Write config.json and model.safetensors in Hugging Face's GPT-2 format, so that
+        transformers.GPT2LMHeadModel.from_pretrained(path) opens the model."""
+        from safetensors.torch import save_file
+        c = self.config
+        if c.ln_position != "pre" or not c.bias:
+            raise ValueError("only GPT-2 style models (ln_position='pre', bias=True) fit the GPT-2 format")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        hf = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], n_layer=c.n_layer,
+                  n_head=c.n_head, n_embd=c.n_embd, n_positions=c.block_size, vocab_size=c.vocab_size,
+                  activation_function="gelu_new" if c.activation == "gelu_tanh" else "gelu",
+                  resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
+                  layer_norm_epsilon=1e-5, tie_word_embeddings=True)
+        (path / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+        state = {}
+        for name, param in self.named_parameters():  # the tied lm_head is not stored twice
+            w = param.detach().t() if name.endswith(self.CONV1D) else param.detach()
+            state[name] = w.to("cpu").contiguous()
+        save_file(state, path / "model.safetensors", metadata={"format": "pt"})
+
+
+# -----------------------------------------------------------------------------
+# python gpt.py: parameter counts and a smoke test
+
+if __name__ == "__main__":
+    # GPT-2's Table 2 says 117M, 345M, 762M, 1542M. Those figures are reproduced exactly when the
+    # count uses GPT-1's 40,478-token vocabulary instead of GPT-2's 50,257 (printed below);
+    # the released models are the sizes in the first column.
+    paper = {"gpt2": "117M", "gpt2-medium": "345M", "gpt2-large": "762M", "gpt2-xl": "1542M"}
+    print(f"{'preset':<12} {'parameters':>14}  {'with vocab 40,478':>17}  GPT-2 Table 2")
+    for name in PRESETS:
+        with torch.device("meta"):  # shapes only: no memory, no time
+            n = GPT(GPTConfig.preset(name)).num_params()
+            n_old_vocab = GPT(GPTConfig.preset(name, vocab_size=40478)).num_params()
+        if name in paper:
+            print(f"{name:<12} {n:>14,}  {n_old_vocab:>17,}  {paper[name]:>12}")
+        else:
+            print(f"{name:<12} {n:>14,}")
+
+    torch.manual_seed(0)
+    config = GPTConfig.preset("gpt-nano", vocab_size=256)
+    for ln_position in ("pre", "post"):
+        model = GPT(dataclasses.replace(config, ln_position=ln_position))
+        idx = torch.randint(0, config.vocab_size, (4, config.block_size))
+        targets = torch.randint(0, config.vocab_size, (4, config.block_size))
+        logits, loss = model(idx, targets)
+        loss.backward()
+        # A freshly initialised model guesses nearly uniformly: loss close to ln(vocab_size).
+        print(f"smoke test ({ln_position}-LN): logits {tuple(logits.shape)}, loss {loss.item():.3f} "
+              f"(ln {config.vocab_size} = {math.log(config.vocab_size):.3f}), backward ok")

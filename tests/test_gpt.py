@@ -1,0 +1,216 @@
+"""gpt.py checked against independent references: Hugging Face's GPT-2 and GPT-1
+(OpenAI GPT) implementations and attention written out in plain PyTorch."""
+
+import json
+
+import pytest
+import torch
+
+from gpt import GPT, GPTConfig, attend
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=101)
+
+
+def tiny_gpt(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**{**TINY, **overrides})).eval()
+
+
+# --- configuration and size -------------------------------------------------
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="gpt2-medium"):
+        GPTConfig.preset("gpt3")
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"])
+def test_gpt2_parameter_counts_match_hugging_face(name):
+    config = GPTConfig.preset(name)
+    hf_config = transformers.GPT2Config(n_layer=config.n_layer, n_head=config.n_head,
+                                        n_embd=config.n_embd, n_positions=config.block_size)
+    with torch.device("meta"):  # shapes only
+        ours = GPT(config).num_params()
+        theirs = transformers.GPT2LMHeadModel(hf_config).num_parameters()
+    assert ours == theirs
+    expected = {"gpt2": 124_439_808, "gpt2-medium": 354_823_168,
+                "gpt2-large": 774_030_080, "gpt2-xl": 1_557_611_200}
+    assert ours == expected[name]
+
+
+def test_table_2_of_the_gpt2_paper_counts_gpt1_vocabulary():
+    sizes = []
+    for name in ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]:
+        with torch.device("meta"):
+            sizes.append(round(GPT(GPTConfig.preset(name, vocab_size=40478)).num_params() / 1e6))
+    assert sizes == [117, 345, 762, 1542]
+
+
+def test_initialization_scales_residual_projections():
+    model = GPT(GPTConfig(n_layer=8, n_head=4, n_embd=256, block_size=32, vocab_size=512))
+    blocks = model.transformer.h
+    assert blocks[0].mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    for proj in (blocks[0].attn.c_proj, blocks[0].mlp.c_proj):
+        assert proj.weight.std().item() == pytest.approx(0.02 / (2 * 8) ** 0.5, rel=0.05)
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_post_ln_model_has_no_final_layernorm():
+    model = tiny_gpt(ln_position="post")
+    assert not any(name.startswith("transformer.ln_f") for name in model.state_dict())
+
+
+def test_loss_is_cross_entropy_of_the_logits():
+    model = tiny_gpt()
+    idx = torch.randint(0, 101, (2, 16))
+    targets = torch.randint(0, 101, (2, 16))
+    logits, loss = model(idx, targets)
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()))
+
+
+# --- attention backends and the KV cache ------------------------------------
+
+
+def reference_attention(q, k, v):
+    """Causal attention, one query at a time: query i of T_q sees keys 0 .. T_k - T_q + i."""
+    T_q, T_k = q.size(-2), k.size(-2)
+    out = torch.empty_like(q)
+    for i in range(T_q):
+        last = T_k - T_q + i
+        w = torch.softmax(q[..., i:i + 1, :] @ k[..., :last + 1, :].transpose(-2, -1) / q.size(-1) ** 0.5, -1)
+        out[..., i:i + 1, :] = w @ v[..., :last + 1, :]
+    return out
+
+
+@pytest.mark.parametrize("backend", ["math", "sdpa", "auto"])
+@pytest.mark.parametrize("T_q,T_k", [(7, 7), (1, 9), (3, 9)])
+def test_attention_backends_match_reference(backend, T_q, T_k):
+    torch.manual_seed(0)
+    q = torch.randn(2, 3, T_q, 8)
+    k, v = torch.randn(2, 3, T_k, 8), torch.randn(2, 3, T_k, 8)
+    torch.testing.assert_close(attend(q, k, v, backend), reference_attention(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_backend_is_a_clear_error():
+    q = torch.randn(1, 1, 2, 4)
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        attend(q, q, q, "flash")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_triton_backend_matches_sdpa_on_gpu():
+    pytest.importorskip("kernels.flash_attention", reason="kernels/ not written yet")
+    model = tiny_gpt().cuda()
+    idx = torch.randint(0, 101, (2, 16), device="cuda")
+    model.attention = "sdpa"
+    expected, _ = model(idx)
+    model.attention = "triton"
+    torch.testing.assert_close(model(idx)[0], expected, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("ln_position", ["pre", "post"])
+def test_model_logits_same_for_every_backend(ln_position):
+    model = tiny_gpt(ln_position=ln_position)
+    idx = torch.randint(0, 101, (3, 16))
+    model.attention = "math"
+    expected, _ = model(idx)
+    model.attention = "sdpa"
+    torch.testing.assert_close(model(idx)[0], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["math", "sdpa"])
+def test_kv_cache_gives_the_same_logits_as_a_full_forward(backend):
+    model = tiny_gpt()
+    model.attention = backend
+    idx = torch.randint(0, 101, (2, 16))
+    full, _ = model(idx)
+    cache = model.new_kv_cache()
+    pieces = [model(idx[:, :5], kv_cache=cache)[0]]  # a prompt of 5 tokens, then one at a time
+    pieces += [model(idx[:, t:t + 1], kv_cache=cache)[0] for t in range(5, 16)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_input_longer_than_context_is_an_error():
+    model = tiny_gpt()
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+# --- Hugging Face checkpoints -----------------------------------------------
+
+
+def random_hf_gpt2(seed=0):
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=32, n_positions=16, vocab_size=101)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+@pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "pytorch_model.bin"])
+def test_from_pretrained_matches_hugging_face_logits(tmp_path, safe):
+    hf = random_hf_gpt2()
+    hf.save_pretrained(tmp_path)
+    if not safe:
+        # transformers 5 only writes safetensors: write the older pickle format ourselves.
+        (tmp_path / "model.safetensors").unlink()
+        torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
+    model = GPT.from_pretrained(tmp_path).eval()
+    idx = torch.randint(0, 101, (2, 16))
+    with torch.no_grad():
+        expected = hf(idx).logits
+        logits, _ = model(idx)
+    assert (logits - expected).abs().max().item() < 1e-4
+
+
+def test_save_pretrained_opens_in_transformers(tmp_path):
+    hf = random_hf_gpt2()
+    hf.save_pretrained(tmp_path / "hf")
+    model = GPT.from_pretrained(tmp_path / "hf").eval()
+    model.save_pretrained(tmp_path / "ours")
+    back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours").eval()
+    idx = torch.randint(0, 101, (2, 16))
+    with torch.no_grad():
+        assert (back(idx).logits - hf(idx).logits).abs().max().item() < 1e-4
+
+
+def test_a_model_trained_here_round_trips(tmp_path):
+    model = tiny_gpt()
+    model.save_pretrained(tmp_path)
+    again = GPT.from_pretrained(tmp_path).eval()
+    idx = torch.randint(0, 101, (1, 16))
+    torch.testing.assert_close(again(idx)[0], model(idx)[0])
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        GPT.from_pretrained(tmp_path)
+    random_hf_gpt2().config.save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        GPT.from_pretrained(tmp_path)
+
+
+def test_mismatched_config_is_named(tmp_path):
+    random_hf_gpt2().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["n_embd"] = 64
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="wte.weight has shape"):
+        GPT.from_pretrained(tmp_path)
+
+
+def test_post_ln_block_matches_hugging_face_gpt1():
+    """GPT-1 (ln_position="post") against transformers' OpenAI GPT, weights copied across."""
+    torch.manual_seed(0)
+    hf = transformers.OpenAIGPTLMHeadModel(transformers.OpenAIGPTConfig(
+        n_layer=2, n_head=4, n_embd=32, n_positions=16, vocab_size=101, afn="gelu")).eval()  # "gelu" is the tanh form there
+    model = tiny_gpt(ln_position="post")
+    state = {}
+    for name, w in hf.state_dict().items():
+        name = name.replace("tokens_embed", "wte").replace("positions_embed", "wpe")
+        state[name] = w.t() if name.endswith(GPT.CONV1D) else w
+    model.load_state_dict(state)
+    idx = torch.randint(0, 101, (2, 16))
+    with torch.no_grad():
+        assert (model(idx)[0] - hf(idx).logits).abs().max().item() < 1e-4

@@ -1,0 +1,234 @@
+"""Decoding strategies in sample.py, checked by their defining property against a
+full (uncached) forward pass or brute force, and the command line end to end."""
+
+import itertools
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bpe import Tokenizer
+from gpt import GPT, GPTConfig
+from sample import (apply_repetition_penalty, beam_search, filter_logits, generate, main,
+                    write_sample)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_gpt(seed=0, vocab_size=101, block_size=16):
+    """A random model in float64, so cached and uncached logits agree to ~1e-15 and no
+    argmax is decided by rounding."""
+    torch.manual_seed(seed)
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=block_size, vocab_size=vocab_size)
+    return GPT(config).double().eval()
+
+
+def prompt(batch=1, length=4, vocab_size=101, seed=1):
+    return torch.randint(0, vocab_size, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+# --- the KV cache -------------------------------------------------------------
+
+
+def test_greedy_with_cache_equals_without_also_past_the_context():
+    model = tiny_gpt()  # block_size 16: 40 new tokens go well past it
+    idx = prompt(batch=3)
+    cached = generate(model, idx, 40, temperature=0, use_kv_cache=True)
+    uncached = generate(model, idx, 40, temperature=0, use_kv_cache=False)
+    assert cached.shape == (3, 44)
+    assert torch.equal(cached, uncached)
+
+
+def test_sampling_with_cache_equals_without():
+    model = tiny_gpt()
+    idx = prompt(batch=2)
+    a = generate(model, idx, 30, top_k=20, generator=torch.Generator().manual_seed(5))
+    b = generate(model, idx, 30, top_k=20, generator=torch.Generator().manual_seed(5), use_kv_cache=False)
+    assert torch.equal(a, b)
+
+
+# --- sampling strategies --------------------------------------------------------
+
+
+def logits_before_each_new_token(model, out, prompt_length):
+    """Reference: one full forward pass over the finished sequences."""
+    logits, _ = model(out)
+    return logits[:, prompt_length - 1:-1, :]
+
+
+def test_top_k_never_emits_a_token_outside_the_k_most_likely():
+    model = tiny_gpt()
+    out = generate(model, prompt(batch=8), 12, top_k=3, temperature=2.0,
+                   generator=torch.Generator().manual_seed(0))
+    logits = logits_before_each_new_token(model, out, 4)
+    top3 = logits.topk(3, dim=-1).indices
+    assert (top3 == out[:, 4:, None]).any(dim=-1).all()
+
+
+@pytest.mark.parametrize("top_p", [0.05, 0.3, 0.5, 0.9, 0.999])
+def test_top_p_keeps_the_smallest_set_with_mass_at_least_p(top_p):
+    torch.manual_seed(0)
+    logits = torch.randn(20, 50, dtype=torch.float64) * 2
+    kept = filter_logits(logits, top_p=top_p) > float("-inf")
+    for row, keep in zip(F.softmax(logits, dim=-1), kept):
+        order = row.argsort(descending=True).tolist()
+        mass, smallest = 0.0, []
+        for token in order:  # take the most likely tokens until their mass reaches p
+            smallest.append(token)
+            mass += row[token].item()
+            if mass >= top_p:
+                break
+        assert set(keep.nonzero().flatten().tolist()) == set(smallest)
+
+
+def test_top_p_samples_stay_in_the_nucleus():
+    model = tiny_gpt()
+    out = generate(model, prompt(batch=8), 12, top_p=0.2, generator=torch.Generator().manual_seed(0))
+    allowed = filter_logits(logits_before_each_new_token(model, out, 4), top_p=0.2) > float("-inf")
+    assert allowed.gather(-1, out[:, 4:, None]).all()
+
+
+def test_temperature_towards_zero_equals_greedy():
+    model = tiny_gpt()
+    idx = prompt(batch=4)
+    greedy = generate(model, idx, 12, temperature=0)
+    cold = generate(model, idx, 12, temperature=1e-6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(cold, greedy)
+    logits = logits_before_each_new_token(model, greedy, 4)
+    assert torch.equal(greedy[:, 4:], logits.argmax(dim=-1))  # greedy is the argmax of a full forward
+
+
+def test_a_fixed_seed_reproduces_and_another_seed_differs():
+    model = tiny_gpt()
+    idx = prompt(batch=2)
+    runs = [generate(model, idx, 20, generator=torch.Generator().manual_seed(s)) for s in (7, 7, 8)]
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+def test_repetition_penalty_follows_ctrl():
+    logits = torch.tensor([[2.0, -2.0, 1.0, 0.5]])
+    seen = torch.tensor([[0, 1, 1]])
+    expected = torch.tensor([[1.0, -4.0, 1.0, 0.5]])  # positive / 2, negative * 2, unseen kept
+    assert torch.equal(apply_repetition_penalty(logits, seen, 2.0), expected)
+
+
+def test_generation_stops_when_every_row_has_stopped():
+    model = tiny_gpt()
+    idx = prompt(batch=2)
+    free = generate(model, idx, 10, temperature=0)
+    stop = free[0, 6].item()  # make the third new token of row 0 a stop token
+    out = generate(model, idx, 10, temperature=0, stop_ids=[stop])
+    for row, free_row in zip(out[:, 4:].tolist(), free[:, 4:].tolist()):
+        end = free_row.index(stop) + 1 if stop in free_row else len(free_row)
+        assert row[:end] == free_row[:end]
+        assert all(token == stop for token in row[end:])  # filled up after stopping
+    stopped = [r.index(stop) + 1 if stop in r else 10 for r in free[:, 4:].tolist()]
+    assert out.size(1) == 4 + max(stopped)
+
+
+# --- beam search ----------------------------------------------------------------
+
+
+def test_beam_search_of_width_1_is_greedy():
+    model = tiny_gpt()
+    idx = prompt()
+    greedy = generate(model, idx, 30, temperature=0)
+    assert torch.equal(beam_search(model, idx, 30, beam_width=1), greedy)
+    stop = greedy[0, 10].item()
+    assert torch.equal(beam_search(model, idx, 30, 1, stop_ids=[stop]),
+                       generate(model, idx, 30, temperature=0, stop_ids=[stop])[:, :11])
+
+
+def test_wide_beam_finds_the_most_likely_sequence_by_brute_force():
+    model = tiny_gpt(vocab_size=5)
+    idx = prompt(vocab_size=5)
+    best, best_logprob = None, float("-inf")
+    for continuation in itertools.product(range(5), repeat=3):
+        seq = torch.cat([idx, torch.tensor([continuation])], dim=1)
+        logprobs = F.log_softmax(model(seq)[0], dim=-1)[0, 3:-1]
+        total = logprobs.gather(-1, seq[0, 4:, None]).sum().item()
+        if total > best_logprob:
+            best, best_logprob = seq, total
+    assert torch.equal(beam_search(model, idx, 3, beam_width=25), best)  # 25 = every 2-token prefix
+
+
+def test_beam_search_with_cache_equals_without():
+    model = tiny_gpt()
+    idx = prompt()
+    assert torch.equal(beam_search(model, idx, 30, 4), beam_search(model, idx, 30, 4, use_kv_cache=False))
+
+
+# --- streaming output -------------------------------------------------------------
+
+
+def byte_tokenizer():
+    return Tokenizer.train("hello world", vocab_size=256, special_tokens=["<|endoftext|>"])
+
+
+def test_stream_cuts_before_the_stop_string_and_keeps_split_characters(capsys):
+    tok = byte_tokenizer()
+    tokens = tok.encode_ordinary("naïve café STOP never printed")
+    write_sample(tok, tokens, ["STOP"], stream=True)
+    assert capsys.readouterr().out == "naïve café \n"
+
+
+# --- the command line -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory):
+    """A tiny checkpoint in train.py's format: model, config and tokenizer."""
+    out_dir = tmp_path_factory.mktemp("out")
+    tok = Tokenizer.train("the quick brown fox jumps over the lazy dog. " * 20, vocab_size=270,
+                          special_tokens=["<|endoftext|>"])
+    torch.manual_seed(0)
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=tok.vocab_size)
+    model = GPT(config)
+    torch.save({"model": model.state_dict(), "config": asdict(config), "tokenizer": tok.dumps(),
+                "step": 0}, out_dir / "ckpt.pt")
+    return out_dir
+
+
+def test_cli_end_to_end(checkpoint_dir):
+    command = [sys.executable, "sample.py", "--out-dir", str(checkpoint_dir), "--prompt", "the quick",
+               "--max-new-tokens", "20", "--seed", "1", "--num-samples", "2", "--top-k", "10"]
+    runs = [subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120) for _ in range(2)]
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert runs[0].stdout.startswith("the quick")
+    assert runs[0].stdout == runs[1].stdout  # --seed reproduces
+
+
+def run_main(args, capsys):
+    main(args)
+    return capsys.readouterr()
+
+
+def test_cli_greedy_equals_beam_1(checkpoint_dir, capsys):
+    base = ["--out-dir", str(checkpoint_dir), "--prompt", "the lazy", "--max-new-tokens", "15", "--no-stream"]
+    assert run_main(base + ["--greedy"], capsys).out == run_main(base + ["--beam", "1"], capsys).out
+
+
+def test_cli_empty_prompt_and_long_prompt(checkpoint_dir, capsys):
+    base = ["--out-dir", str(checkpoint_dir), "--max-new-tokens", "5", "--no-stream", "--greedy"]
+    run_main(base + ["--prompt", ""], capsys)  # starts from <|endoftext|>
+    captured = run_main(base + ["--prompt", "the quick brown fox " * 10], capsys)
+    assert "keeping the last 32" in captured.err
+
+
+@pytest.mark.parametrize("make_bad", ["missing", "garbage", "truncated"])
+def test_cli_bad_checkpoint_is_a_one_line_error(tmp_path, checkpoint_dir, make_bad):
+    if make_bad == "garbage":
+        (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
+    elif make_bad == "truncated":
+        data = (checkpoint_dir / "ckpt.pt").read_bytes()
+        (tmp_path / "ckpt.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out-dir", str(tmp_path), "--prompt", "hi"])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "\n" not in message
+    assert "python train.py" in message
