@@ -80,7 +80,7 @@ class TrainConfig:
 # The settings left at 0 or "" above depend on the machine: the default run takes about ten minutes
 # on a 2-core CPU, and on a GPU with the 124M GPT-2 in bfloat16.
 DEVICE_DEFAULTS = {
-    "cpu": dict(model="gpt-micro", block_size=256, batch_size=16, max_iters=1500, learning_rate=1e-3),
+    "cpu": dict(model="gpt-micro", block_size=256, batch_size=16, max_iters=1000, learning_rate=1e-3),
     "mps": dict(model="gpt-mini", block_size=256, batch_size=16, max_iters=2000, learning_rate=1e-3),
     "cuda": dict(model="gpt2", block_size=1024, batch_size=16, batch_tokens=2**19, max_iters=1000, learning_rate=6e-4),
 }
@@ -251,6 +251,8 @@ def train(config: TrainConfig, explicit: set):
         config = dataclasses.replace(saved, **{k: getattr(config, k) for k in explicit})
     else:
         config = fill_defaults(config, device.type, explicit)
+        if not config.init_from:
+            GPTConfig.preset(config.model)  # an unknown name fails now, not after preparing the data
     torch.manual_seed(config.seed + rank)
 
     # Data (rank 0 prepares, the others wait for it), tokenizer and model.
@@ -466,7 +468,7 @@ def plot_losses(log_file: Path, png: Path):
 
 def parse_args(argv=None):
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", type=Path)
+    pre.add_argument("--config", type=Path, help="a JSON file of settings (a recipe); flags given on the command line win")
     known, _ = pre.parse_known_args(argv)
     recipe = {}
     if known.config:
@@ -490,8 +492,12 @@ def parse_args(argv=None):
     return TrainConfig(**values), set(values)  # the settings, and which ones were asked for
 
 
-if __name__ == "__main__":
+def main(argv=None):
     try:
-        train(*parse_args())
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        train(*parse_args(argv))
+    except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
         sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()
