@@ -236,6 +236,8 @@ def check_args(args):
         raise ValueError("--beam must be >= 1")
     if args.repetition_penalty <= 0:
         raise ValueError("--repetition-penalty must be > 0 (1 means no penalty)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: this PyTorch sees no CUDA GPU; use --device cpu")
 
 
 def read_prompt(args):
