@@ -58,7 +58,7 @@ PRESETS = {
     # release). Here GPT-1 is normally trained with our own tokenizer: override vocab_size.
     "gpt1": dict(n_layer=12, n_head=12, n_embd=768, block_size=512, vocab_size=40478,
                  dropout=0.1, ln_position="post"),
-    # GPT-2 (Table 2 of the paper), named by their true sizes (see num_params and README).
+    # GPT-2 (Table 2 of the paper), named by their true sizes (`python gpt.py` prints them).
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
@@ -80,37 +80,39 @@ def attend(q, k, v, backend="auto", dropout=0.0):
     The causal mask lets each query see its own position and everything before it.
     With a KV cache, k and v hold past positions too: query i of T_q is then
     position (T_k - T_q + i), and it sees keys 0 .. T_k - T_q + i.
+    backend: "math" spells the formula out, "sdpa" is PyTorch's fused kernel (same result,
+    less memory, faster), "triton" is our kernel in kernels/, "auto" the fastest available.
     """
     T_q, T_k = q.size(-2), k.size(-2)
     past = T_k - T_q
-    if backend == "auto":
-        backend = "sdpa"
+    allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
     if backend == "math":
         att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
-        allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
         att = att.masked_fill(~allowed, float("-inf"))
         att = F.dropout(F.softmax(att, dim=-1), p=dropout)
         return att @ v
-    if backend == "triton" and past == 0:
-        try:
-            from kernels.flash_attention import flash_attention
-        except ImportError as error:
-            raise RuntimeError("attention='triton' needs kernels/flash_attention.py and the "
-                               f"triton package ({error}); use attention='sdpa'") from None
-        if not q.is_cuda:
-            raise RuntimeError("attention='triton' needs a CUDA GPU; use attention='sdpa' on the CPU")
-        if dropout > 0:
-            raise RuntimeError("the triton kernel has no attention dropout; set dropout=0 or use 'sdpa'")
-        return flash_attention(q, k, v, causal=True)
-    if backend in ("sdpa", "triton"):
-        # The triton kernel assumes square causal alignment, so steps that read a KV cache
-        # (T_q != T_k) go to PyTorch's fused attention, as does is_causal=True, which
-        # aligns the mask at the top-left corner and is only right without a cache.
+    if backend == "triton" and past == 0:  # the kernel's causal mask assumes no cache (T_q == T_k)
+        return triton_attention(q, k, v, dropout)
+    if backend in ("auto", "sdpa", "triton"):
+        # is_causal=True aligns the mask at the top-left corner: right only without a cache.
         if past == 0:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
     raise ValueError(f"unknown attention backend {backend!r}; use 'auto', 'math', 'sdpa' or 'triton'")
+
+
+def triton_attention(q, k, v, dropout):
+    """Causal flash attention from kernels/ (Triton, CUDA only), imported only when asked for."""
+    try:
+        from kernels.flash_attention import flash_attention
+    except ImportError as error:
+        raise RuntimeError("attention='triton' needs kernels/flash_attention.py and the triton "
+                           f"package ({error}); use attention='sdpa'") from None
+    if not q.is_cuda:
+        raise RuntimeError("attention='triton' needs a CUDA GPU; use attention='sdpa' on the CPU")
+    if dropout > 0:
+        raise RuntimeError("the triton kernel has no attention dropout; set dropout=0 or use 'sdpa'")
+    return flash_attention(q, k, v, causal=True)
 
 
 class CausalSelfAttention(nn.Module):
@@ -295,6 +297,7 @@ class GPT(nn.Module):
             raise ValueError(f"{config_file}: unsupported activation_function {hf['activation_function']!r}")
         config = GPTConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
                            block_size=hf["n_positions"], vocab_size=hf["vocab_size"],
+                           dropout=hf.get("resid_pdrop", 0.1),
                            activation=activation[hf.get("activation_function", "gelu_new")])
 
         if (path / "model.safetensors").is_file():

@@ -2,6 +2,7 @@
 full (uncached) forward pass or brute force, and the command line end to end."""
 
 import itertools
+import os
 import subprocess
 import sys
 from dataclasses import asdict
@@ -17,6 +18,16 @@ from sample import (apply_repetition_penalty, beam_search, filter_logits, genera
                     write_sample)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: a second thread only adds synchronisation, and on a busy
+    machine a thread waiting for a descheduled peer makes each small op 100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_gpt(seed=0, vocab_size=101, block_size=16):
@@ -197,7 +208,9 @@ def checkpoint_dir(tmp_path_factory):
 def test_cli_end_to_end(checkpoint_dir):
     command = [sys.executable, "sample.py", "--out-dir", str(checkpoint_dir), "--prompt", "the quick",
                "--max-new-tokens", "20", "--seed", "1", "--num-samples", "2", "--top-k", "10"]
-    runs = [subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120) for _ in range(2)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_thread above
+    runs = [subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+            for _ in range(2)]
     assert runs[0].returncode == 0, runs[0].stderr
     assert runs[0].stdout.startswith("the quick")
     assert runs[0].stdout == runs[1].stdout  # --seed reproduces
