@@ -301,6 +301,9 @@ def main(argv=None):
             model, tokenizer = load_checkpoint(args.out_dir, "cpu")
         dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
         model = model.to(device=args.device, dtype=getattr(torch, dtype)).eval()
+        if tokenizer.vocab_size > model.config.vocab_size:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                             f"{model.config.vocab_size}: they do not belong together")
         prompt = read_prompt(args)
         ids = encode_prompt(tokenizer, prompt, model.config.block_size)
     except (OSError, ValueError, RuntimeError, KeyError) as error:

@@ -66,6 +66,7 @@ def main():
                    help="default: bfloat16 on CUDA, float32 on the CPU")
     p.add_argument("--prompt-length", type=int, default=16)
     p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice)")
     p.add_argument("--repeats", type=int, default=3,
                    help="runs per measurement: best tokens/s, median step time")
     args = p.parse_args()
@@ -73,6 +74,8 @@ def main():
     args.preset = args.preset or ("gpt2" if on_gpu else "gpt-mini")
     args.dtype = args.dtype or ("bfloat16" if on_gpu else "float32")
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = GPTConfig.preset(args.preset, dropout=0.0)
     model = GPT(config).to(device=args.device, dtype=getattr(torch, args.dtype)).eval()
