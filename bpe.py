@@ -283,22 +283,23 @@ class Tokenizer:
                 ids.extend(self.encode_ordinary(part))
         return ids
 
-    def encode_batch(self, texts, *, num_workers=None, allowed_special=()) -> list[list[int]]:
-        """Encode many texts, in parallel processes when there is enough text to pay for them."""
+    def encode_batch(self, texts, *, num_workers=None, allowed_special=(), ordinary=False) -> list[list[int]]:
+        """Encode many texts, in parallel processes when there is enough text to pay for them.
+        ordinary=True encodes every text with encode_ordinary (a corpus is plain text)."""
         texts = list(texts)
         workers = num_workers or min(os.cpu_count() or 1, len(texts))
         if workers <= 1 or sum(map(len, texts)) < 1_000_000:
-            return [self.encode(text, allowed_special=allowed_special) for text in texts]
+            return [_encode_one(self, text, allowed_special, ordinary) for text in texts]
         chunksize = max(1, len(texts) // (workers * 8))
-        with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(self, allowed_special)) as pool:
+        with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(self, allowed_special, ordinary)) as pool:
             return list(pool.map(_worker_encode, texts, chunksize=chunksize))
 
-    def encode_file(self, path, *, num_workers=None, allowed_special=()) -> list[int]:
+    def encode_file(self, path, *, num_workers=None, allowed_special=(), ordinary=False) -> list[int]:
         """Encode a large UTF-8 file on all cores: cut it where pre-tokens always end, encode the parts
         in parallel, concatenate. The ids equal those of `encode` on the whole text."""
-        text = read_text(path)
-        parts = safe_split(text, 8 * (num_workers or os.cpu_count() or 1))
-        return [i for ids in self.encode_batch(parts, num_workers=num_workers, allowed_special=allowed_special) for i in ids]
+        parts = safe_split(read_text(path), 8 * (num_workers or os.cpu_count() or 1))
+        encoded = self.encode_batch(parts, num_workers=num_workers, allowed_special=allowed_special, ordinary=ordinary)
+        return [i for ids in encoded for i in ids]
 
     # ------------------------------------------------------------------ decoding
 
@@ -417,16 +418,22 @@ class Tokenizer:
         return cls.loads(text, source=str(path))
 
 
+def _encode_one(tokenizer, text, allowed_special, ordinary):
+    return tokenizer.encode_ordinary(text) if ordinary else tokenizer.encode(text, allowed_special=allowed_special)
+
+
 # Worker processes of encode_batch get the tokenizer once, through the pool's initializer.
-_worker_state = {}
+_worker_arguments = ()
 
 
-def _worker_init(tokenizer, allowed_special):
-    _worker_state["tokenizer"], _worker_state["allowed_special"] = tokenizer, allowed_special
+def _worker_init(*arguments):
+    global _worker_arguments
+    _worker_arguments = arguments  # (tokenizer, allowed_special, ordinary)
 
 
 def _worker_encode(text):
-    return _worker_state["tokenizer"].encode(text, allowed_special=_worker_state["allowed_special"])
+    tokenizer, allowed_special, ordinary = _worker_arguments
+    return _encode_one(tokenizer, text, allowed_special, ordinary)
 
 
 def _utf8(text: str) -> bytes:
@@ -444,6 +451,22 @@ def read_text(path) -> str:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not valid UTF-8 at byte {error.start}; convert the file to UTF-8") from None
+
+
+TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py"}
+
+
+def text_files(paths) -> list[Path]:
+    """The files named, plus the text files (.txt .md .rst .py) inside the folders named, sorted."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(f for f in path.rglob("*") if f.suffix in TEXT_SUFFIXES and f.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ValueError(f"input not found: {path}")
+    return files
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
@@ -464,7 +487,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Byte-level BPE: train a tokenizer, encode and decode text.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="learn merges from text files")
-    train.add_argument("--input", nargs="+", required=True, help="text files or folders of .txt/.py/.md files")
+    train.add_argument("--input", nargs="+", required=True, help="text files, or folders of .txt .md .rst .py files")
     train.add_argument("--vocab-size", type=int, required=True, help="256 bytes + merges + special tokens")
     train.add_argument("--out", required=True, help="where to write the tokenizer (e.g. tok.bpe)")
     train.add_argument("--special", action="append", default=[], help="a special token, e.g. '<|endoftext|>' (repeatable)")
@@ -476,11 +499,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
-            files = [f for p in map(Path, args.input)
-                     for f in (sorted(q for q in p.rglob("*") if q.suffix in {".txt", ".py", ".md"}) if p.is_dir() else [p])]
-            if missing := [str(f) for f in files if not f.is_file()]:
-                raise ValueError(f"input not found: {', '.join(missing)}")
-            texts = [read_text(f) for f in files]
+            texts = [read_text(f) for f in text_files(args.input)]
             if not any(t.strip() for t in texts):
                 raise ValueError("the input is empty: give a file or folder with text to learn from")
             pattern = GPT2_PATTERN if args.pattern == "gpt2" else GPT4_PATTERN

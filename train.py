@@ -1,0 +1,497 @@
+"""
+Pretrain a GPT on a text corpus: the first stage of GPT-1 (section 3.1) and all of GPT-2.
+
+    python train.py                                    # built-in corpus: Python's own standard library
+    python train.py --data input.txt --model gpt-mini  # a text file, a folder of text files, or .bin files
+    python train.py --config configs/gpt2-124m.json    # a named recipe (JSON), then flags on top
+    python train.py --resume                           # continue out/ckpt.pt exactly where it stopped
+    torchrun --standalone --nproc_per_node=8 train.py  # 8 GPUs with DistributedDataParallel
+
+Reading order: the settings, the data (prepared once, then sampled), the learning-rate schedule,
+checkpoints, the training loop, the entry point.
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import sysconfig
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from bpe import ENDOFTEXT, Tokenizer, load_tokenizer, read_text, text_files
+from gpt import GPT, GPTConfig
+
+
+def flag(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = flag("", "text file, folder of text files, or prepared folder with train.bin/val.bin; "
+                         "empty: the Python standard library's source")
+    tokenizer: str = flag("", "empty: train a BPE on the corpus; gpt2:DIR: GPT-2's vocabulary; or a bpe.py file")
+    vocab_size: int = flag(4096, "vocabulary size of the BPE trained on the corpus")
+    cache_dir: str = flag("data_cache", "where prepared corpora (tokenizer, train.bin, val.bin) are kept")
+    # model
+    model: str = flag("", "a GPTConfig preset (gpt1, gpt2, gpt-mini, ...); empty: chosen for the device")
+    block_size: int = flag(0, "context length; 0: chosen for the device")
+    dropout: float = flag(-1.0, "dropout; -1: the preset's")
+    init_from: str = flag("", "gpt2:DIR starts from GPT-2 weights in a Hugging Face folder")
+    attention: str = flag("auto", "auto, math, sdpa or triton")
+    compile: bool = flag(False, "torch.compile the model")
+    # optimization
+    batch_size: int = flag(0, "sequences per micro-batch per process; 0: chosen for the device")
+    batch_tokens: int = flag(0, "tokens per optimizer step (gradient accumulation reaches it); 0: one micro-batch")
+    max_iters: int = flag(0, "optimizer steps; 0: chosen for the device")
+    lr_decay_iters: int = flag(0, "steps over which the cosine decays; 0: max_iters (stop early with a larger value)")
+    learning_rate: float = flag(0.0, "peak learning rate; 0: chosen for the device")
+    min_lr_ratio: float = flag(0.1, "the cosine decays to learning_rate times this")
+    warmup_iters: int = flag(-1, "linear warmup steps; -1: 5%% of max_iters")
+    weight_decay: float = flag(0.1, "AdamW weight decay, on matrices only")
+    beta1: float = flag(0.9, "AdamW beta1")
+    beta2: float = flag(0.95, "AdamW beta2")
+    grad_clip: float = flag(1.0, "clip the gradient norm to this; 0: off")
+    # running
+    device: str = flag("", "cuda, mps or cpu; empty: the best available")
+    dtype: str = flag("", "bfloat16, float16 or float32; empty: bfloat16 on CUDA (float16 if unsupported), else float32")
+    seed: int = flag(1337, "random seed")
+    out_dir: str = flag("out", "checkpoints, log and plot go here")
+    eval_interval: int = flag(0, "evaluate and checkpoint every this many steps; 0: 10 times a run")
+    eval_iters: int = flag(20, "validation batches per evaluation (the same batches every time)")
+    log_interval: int = flag(10, "print progress every this many steps")
+    resume: bool = flag(False, "continue from out_dir/ckpt.pt")
+    plot: bool = flag(False, "write out_dir/loss.png (needs matplotlib)")
+    sample_tokens: int = flag(200, "tokens of the sample printed at the end; 0: none")
+
+
+# The settings left at 0 or "" above depend on the machine: the default run takes about ten minutes
+# on a 2-core CPU, and on a GPU with the 124M GPT-2 in bfloat16.
+DEVICE_DEFAULTS = {
+    "cpu": dict(model="gpt-micro", block_size=256, batch_size=16, max_iters=1500, learning_rate=1e-3),
+    "mps": dict(model="gpt-mini", block_size=256, batch_size=16, max_iters=2000, learning_rate=1e-3),
+    "cuda": dict(model="gpt2", block_size=1024, batch_size=16, batch_tokens=2**19, max_iters=1000, learning_rate=6e-4),
+}
+
+
+def fill_defaults(config: TrainConfig, device_type: str, explicit: set) -> TrainConfig:
+    config = dataclasses.replace(config, **{k: v for k, v in DEVICE_DEFAULTS[device_type].items() if k not in explicit})
+    if config.warmup_iters < 0:
+        config.warmup_iters = max(1, config.max_iters // 20)
+    config.eval_interval = config.eval_interval or max(1, config.max_iters // 10)
+    config.lr_decay_iters = config.lr_decay_iters or config.max_iters
+    return config
+
+
+# -----------------------------------------------------------------------------
+# Data: prepared once (tokenizer, train.bin, val.bin, meta.json), then read in random windows
+
+def builtin_corpus() -> list[Path]:
+    """The running interpreter's standard library source, tests and installed packages left out:
+    about 12 MB of real text on every machine, no download."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+    return [f for f in sorted(stdlib.rglob("*.py")) if not skip & set(f.relative_to(stdlib).parts)]
+
+
+def prepare_data(config: TrainConfig, log=print) -> Path:
+    """Tokenize the corpus into uint16 (or uint32) token files, or reuse the cache when neither the
+    corpus nor the tokenizer changed. Returns the folder with train.bin, val.bin, meta.json."""
+    source = Path(config.data) if config.data else None
+    if source and (source / "train.bin").is_file() and (source / "val.bin").is_file():
+        return source  # already prepared
+    files = text_files([source]) if source else builtin_corpus()
+    if not files:
+        raise ValueError(f"no text files (.txt .md .rst .py) in {source}")
+    fingerprint = hashlib.sha256(f"v1 {config.tokenizer} {config.vocab_size}".encode())
+    texts = []
+    for file in files:
+        texts.append(read_text(file))
+        fingerprint.update(f"\0{file.name}\0{len(texts[-1])}\0".encode() + texts[-1].encode())
+    if not any(text.strip() for text in texts):
+        raise ValueError(f"the corpus {source} is empty: give a file or folder with text in it")
+    folder = Path(config.cache_dir) / ((source.stem if source else "stdlib") + f"-{config.tokenizer.split(':')[0] or 'bpe'}")
+    meta_file = folder / "meta.json"
+    if meta_file.is_file() and json.loads(meta_file.read_text()).get("fingerprint") == fingerprint.hexdigest():
+        log(f"data: reusing {folder}")
+        return folder
+    log(f"data: preparing {folder} from {len(files)} files ({sum(map(len, texts)) / 1e6:.1f}M characters)")
+
+    # A fixed held-out split: every 20th document, or the last 10% of the text when there are few.
+    if len(texts) >= 20:
+        train_texts, val_texts = [t for i, t in enumerate(texts) if i % 20 != 10], texts[10::20]
+    else:
+        text = "\n".join(texts)
+        cut = text.rfind("\n", 0, int(len(text) * 0.9)) + 1 or int(len(text) * 0.9)
+        train_texts, val_texts = [text[:cut]], [text[cut:]]
+    if config.tokenizer:
+        tokenizer = load_tokenizer(config.tokenizer)
+    else:
+        log(f"data: training a {config.vocab_size}-token BPE on the training split")
+        tokenizer = Tokenizer.train(train_texts, config.vocab_size, special_tokens=[ENDOFTEXT], verbose=True)
+    if tokenizer.eot_id is None:
+        raise ValueError(f"tokenizer {config.tokenizer} has no {ENDOFTEXT} token to separate documents")
+    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = {}
+    for split, split_texts in (("train", train_texts), ("val", val_texts)):
+        encoded = tokenizer.encode_batch(split_texts, ordinary=True)  # the corpus is plain text
+        tokens = np.fromiter((i for ids in encoded for i in (*ids, tokenizer.eot_id)), dtype=dtype)
+        tokens.tofile(folder / f"{split}.bin.tmp")
+        os.replace(folder / f"{split}.bin.tmp", folder / f"{split}.bin")
+        sizes[split] = len(tokens)
+    tokenizer.save(folder / "tokenizer.bpe")
+    meta = dict(fingerprint=fingerprint.hexdigest(), dtype=np.dtype(dtype).name, vocab_size=tokenizer.vocab_size,
+                train_tokens=sizes["train"], val_tokens=sizes["val"],
+                val_bytes=sum(len(t.encode("utf-8")) for t in val_texts))
+    meta_file.write_text(json.dumps(meta, indent=1))  # written last: its presence marks a complete folder
+    log(f"data: {sizes['train']:,} train and {sizes['val']:,} val tokens")
+    return folder
+
+
+class Batches:
+    """Random windows of block_size + 1 tokens. The token files are opened anew for every batch:
+    a memmap held open for a whole run keeps its pages counted in the process's memory."""
+
+    def __init__(self, folder: Path, dtype, block_size: int, seed: int):
+        self.folder, self.dtype, self.block_size = folder, dtype, block_size
+        self.generator = torch.Generator().manual_seed(seed)  # its state is the position in the data
+
+    def tokens(self, split):
+        return np.memmap(self.folder / f"{split}.bin", dtype=self.dtype, mode="r")
+
+    def offsets(self, split, count, generator=None):
+        high = len(self.tokens(split)) - self.block_size - 1
+        if high <= 0:
+            raise ValueError(f"{self.folder / split}.bin has fewer tokens than block_size + 1; use a smaller --block-size")
+        return torch.randint(high, (count,), generator=generator or self.generator)
+
+    def get(self, split, offsets, device):
+        data = self.tokens(split)
+        window = torch.from_numpy(np.stack([data[o:o + self.block_size + 1].astype(np.int64) for o in offsets.tolist()]))
+        x, y = window[:, :-1], window[:, 1:]
+        if device.type == "cuda":
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        return x.to(device), y.to(device)
+
+
+# -----------------------------------------------------------------------------
+# Learning rate: linear warmup, then cosine decay to a floor (GPT-1 section 4.1; GPT-2 kept it)
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    if step < config.warmup_iters:
+        return config.learning_rate * (step + 1) / config.warmup_iters
+    progress = min(1.0, (step - config.warmup_iters) / max(1, config.lr_decay_iters - config.warmup_iters))
+    floor = config.learning_rate * config.min_lr_ratio
+    return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.learning_rate - floor)
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints: written atomically, loaded without running code (weights_only=True)
+
+def save_checkpoint(path: Path, state: dict):
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)  # a crash mid-save leaves the previous checkpoint whole
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise ValueError(f"--resume: no checkpoint at {path}; start a run without --resume")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        raise ValueError(f"{path} cannot be read ({reason}): it is truncated or corrupt; "
+                         "move it away and start again without --resume") from None
+    missing = {"model", "config", "train_config", "optimizer", "step", "rng", "tokenizer"} - set(checkpoint)
+    if missing:
+        raise ValueError(f"{path} is not a train.py checkpoint (missing {', '.join(sorted(missing))})")
+    return checkpoint
+
+
+# -----------------------------------------------------------------------------
+# Training
+
+def train(config: TrainConfig, explicit: set):
+    distributed = "RANK" in os.environ  # started by torchrun
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    master = rank == 0
+    log = print if master else (lambda *args, **kwargs: None)
+    device_name = config.device or ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
+    if distributed:
+        dist.init_process_group("nccl" if device_name == "cuda" else "gloo")
+        if device_name == "cuda":
+            device_name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+            torch.cuda.set_device(device_name)
+    device = torch.device(device_name)
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
+    out_dir, checkpoint_path = Path(config.out_dir), Path(config.out_dir) / "ckpt.pt"
+
+    checkpoint = load_checkpoint(checkpoint_path) if config.resume else None
+    if checkpoint:  # the run's own settings, except what this command line says (e.g. a longer --max-iters)
+        saved = TrainConfig(**checkpoint["train_config"])
+        shape = {"model", "block_size", "vocab_size", "tokenizer", "data", "init_from"}
+        if changed := sorted(k for k in explicit & shape if getattr(config, k) != getattr(saved, k)):
+            raise ValueError(f"{checkpoint_path} was trained with other {', '.join(changed)} "
+                             f"({', '.join(f'{k}={getattr(saved, k)!r}' for k in changed)}); "
+                             "drop those flags to resume, or use a new --out-dir")
+        config = dataclasses.replace(saved, **{k: getattr(config, k) for k in explicit})
+    else:
+        config = fill_defaults(config, device.type, explicit)
+    torch.manual_seed(config.seed + rank)
+
+    # Data (rank 0 prepares, the others wait for it), tokenizer and model.
+    if config.init_from and not config.tokenizer:
+        config.tokenizer = config.init_from  # GPT-2 weights need GPT-2's vocabulary
+    if master:
+        folder = prepare_data(config, log)
+    if distributed:
+        dist.barrier()
+        folder = prepare_data(config, lambda *args: None)
+    meta_file = folder / "meta.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    if (folder / "tokenizer.bpe").is_file():
+        tokenizer = load_tokenizer(str(folder / "tokenizer.bpe"))
+    elif config.tokenizer:
+        tokenizer = load_tokenizer(config.tokenizer)
+    else:
+        raise ValueError(f"{folder} has no tokenizer.bpe: name the tokenizer of its .bin files with --tokenizer gpt2:DIR or FILE")
+    batches = Batches(folder, np.dtype(meta.get("dtype", "uint16")), config.block_size, config.seed)
+    eval_offsets = batches.offsets("val", config.eval_iters * config.batch_size, torch.Generator().manual_seed(0))
+
+    if checkpoint:
+        model = GPT(GPTConfig(**checkpoint["config"]), attention=config.attention)
+        model.load_state_dict(checkpoint["model"])
+    elif config.init_from:
+        model = GPT.from_pretrained(config.init_from.removeprefix("gpt2:"))
+        model.attention = config.attention
+    else:
+        overrides = {"block_size": config.block_size, "vocab_size": tokenizer.vocab_size}
+        if config.dropout >= 0:
+            overrides["dropout"] = config.dropout
+        model = GPT(GPTConfig.preset(config.model, **overrides), attention=config.attention)
+    if model.config.vocab_size < tokenizer.vocab_size:
+        raise ValueError(f"the model has {model.config.vocab_size} token embeddings, the tokenizer {tokenizer.vocab_size}")
+    model.to(device)
+    log(f"model: {config.model or 'gpt2'} {model.num_params() / 1e6:.2f}M parameters, {model.config}")
+
+    # AdamW with weight decay on matrices only: biases and LayerNorm gains are not penalised.
+    # named_parameters() lists the tied embedding / output matrix once.
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2),
+                                  fused=device.type == "cuda")
+    dtype = config.dtype or ("float32" if device.type != "cuda" else
+                             "bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    autocast = (nullcontext() if dtype == "float32" else
+                torch.autocast(device_type=device.type, dtype=getattr(torch, dtype)))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")  # fp16 gradients underflow without it
+
+    step, best_val_loss = 0, float("inf")
+    if checkpoint:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
+        step, best_val_loss = checkpoint["step"], checkpoint.get("best_val_loss", best_val_loss)
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        batches.generator.set_state(checkpoint["rng"]["data"])
+        if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
+        log(f"resuming {checkpoint_path} at step {step}")
+        del checkpoint
+
+    raw_model = model
+    if config.compile:
+        model = torch.compile(model)
+    if distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # The global batch: `accumulation` micro-batches of batch_size sequences. Every process draws the
+    # same offsets and reads its own share, so W processes see exactly the batch of one.
+    micro_tokens = config.batch_size * config.block_size
+    accumulation = max(world_size, (config.batch_tokens or micro_tokens) // micro_tokens // world_size * world_size)
+    tokens_per_step = accumulation * micro_tokens
+    log(f"batch: {tokens_per_step:,} tokens per step = {accumulation} micro-batches of {config.batch_size} x "
+        f"{config.block_size} over {world_size} process(es); {config.max_iters} steps on {device} in {dtype}")
+    bits_per_token_to_bpb = meta.get("val_tokens", 0) / meta["val_bytes"] / math.log(2) if meta.get("val_bytes") else None
+    # FLOPs per token for MFU: 6 per weight (forward 2, backward 4) plus the attention scores
+    # (PaLM, appendix B): 6N + 12 * n_layer * n_embd * block_size.
+    c = raw_model.config
+    flops_per_token = 6 * raw_model.num_params() + 12 * c.n_layer * c.n_embd * c.block_size
+    peak_flops = peak_bf16_flops(device)
+
+    def checkpoint_state():
+        return {"model": raw_model.state_dict(), "config": dataclasses.asdict(raw_model.config),
+                "train_config": dataclasses.asdict(config), "tokenizer": tokenizer.dumps(),
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "step": step, "best_val_loss": best_val_loss,
+                "rng": {"torch": torch.get_rng_state(), "data": batches.generator.get_state(),
+                        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}}
+
+    @torch.no_grad()
+    def evaluate():
+        raw_model.eval()
+        losses = []
+        for chunk in eval_offsets.split(config.batch_size):
+            x, y = batches.get("val", chunk, device)
+            with autocast:
+                losses.append(raw_model(x, y)[1].item())
+        raw_model.train()
+        return sum(losses) / len(losses)
+
+    if master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log_file = out_dir / "log.jsonl"
+        lines = log_file.read_text().splitlines() if config.resume and log_file.is_file() else []
+        # A resumed run continues its log from the checkpoint's step: what came after it is redone.
+        log_file.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= step))
+
+    def record(entry):
+        if master:
+            with open(out_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    start_time, start_step = time.time(), step
+    try:
+        while step < config.max_iters:
+            lr = learning_rate(step, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            offsets = batches.offsets("train", accumulation * config.batch_size).view(accumulation, config.batch_size)
+            step_loss = torch.zeros((), device=device)
+            for micro in range(rank, accumulation, world_size):
+                x, y = batches.get("train", offsets[micro], device)
+                last = micro + world_size >= accumulation
+                with (model.no_sync() if distributed and not last else nullcontext()), autocast:
+                    _, loss = model(x, y)
+                    loss = loss / accumulation * world_size  # DDP averages over processes: the mean over micro-batches
+                scaler.scale(loss).backward()
+                step_loss += loss.detach() / world_size
+            if config.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+
+            if step % config.log_interval == 0 or step == config.max_iters:
+                if distributed:
+                    dist.all_reduce(step_loss)
+                elapsed = time.time() - start_time
+                tokens_per_second = (step - start_step) * tokens_per_step / elapsed
+                mfu = flops_per_token * tokens_per_second / peak_flops if peak_flops else None
+                eta = elapsed / (step - start_step) * (config.max_iters - step)
+                log(f"step {step}/{config.max_iters} | loss {step_loss.item():.4f} | lr {lr:.2e} | "
+                    f"{tokens_per_second:,.0f} tok/s" + (f" | MFU {mfu:.1%}" if mfu else "") +
+                    f" | {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min")
+                record({"step": step, "loss": round(step_loss.item(), 6), "lr": lr, "tokens_per_second": round(tokens_per_second)})
+            if master and (step % config.eval_interval == 0 or step == config.max_iters):
+                val_loss = evaluate()
+                bpb = val_loss * bits_per_token_to_bpb if bits_per_token_to_bpb else None
+                log(f"eval step {step}: val loss {val_loss:.4f}" + (f", {bpb:.3f} bits per byte" if bpb else ""))
+                record({"step": step, "val_loss": round(val_loss, 6), "val_bpb": bpb and round(bpb, 4)})
+                if val_loss < best_val_loss:
+                    best_val_loss = val_loss
+                    save_checkpoint(out_dir / "best.pt", checkpoint_state())
+                save_checkpoint(checkpoint_path, checkpoint_state())
+    except KeyboardInterrupt:
+        if master:
+            save_checkpoint(checkpoint_path, checkpoint_state())
+            log(f"\ninterrupted: saved {checkpoint_path} at step {step}; continue with --resume")
+        sys.exit(130)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+
+    if master and config.plot:
+        plot_losses(out_dir / "log.jsonl", out_dir / "loss.png")
+        log(f"wrote {out_dir / 'loss.png'}")
+    if master and config.sample_tokens:
+        from sample import generate
+        raw_model.eval()
+        start = torch.tensor([[tokenizer.eot_id]], device=device)
+        with torch.no_grad(), autocast:
+            ids = generate(raw_model, start, config.sample_tokens, temperature=0.8, top_k=50, stop_ids=[tokenizer.eot_id])
+        log("-" * 40 + "\n" + tokenizer.decode(ids[0, 1:].tolist()).replace(ENDOFTEXT, "") + "\n" + "-" * 40)
+
+
+def peak_bf16_flops(device):
+    """Dense bf16 peak of the GPU, for MFU (model FLOPs utilization); None when unknown."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, flops in (("H100", 989e12), ("H200", 989e12), ("H800", 989e12), ("A100", 312e12), ("L4", 121e12)):
+        if key in name:
+            return flops
+    return None
+
+
+def plot_losses(log_file: Path, png: Path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("--plot needs matplotlib: pip install matplotlib") from None
+    entries = [json.loads(line) for line in log_file.read_text().splitlines()]
+    train = [(e["step"], e["loss"]) for e in entries if "loss" in e]
+    val = [(e["step"], e["val_loss"]) for e in entries if "val_loss" in e]
+    figure, axes = plt.subplots(figsize=(7, 4))
+    axes.plot(*zip(*train), label="train loss")
+    if val:
+        axes.plot(*zip(*val), "o-", label="validation loss")
+    axes.set(xlabel="step", ylabel="cross-entropy (nats per token)", title="training")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(png, dpi=100)
+
+
+# -----------------------------------------------------------------------------
+# Command line: one flag per TrainConfig field; --config FILE.json sets defaults for a recipe
+
+def parse_args(argv=None):
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path)
+    known, _ = pre.parse_known_args(argv)
+    recipe = {}
+    if known.config:
+        try:
+            recipe = json.loads(known.config.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"--config {known.config}: {error}") from None
+        if unknown := set(recipe) - {f.name for f in dataclasses.fields(TrainConfig)}:
+            raise ValueError(f"--config {known.config}: unknown settings {sorted(unknown)}")
+    parser = argparse.ArgumentParser(description=__doc__, parents=[pre], formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        default = recipe.get(f.name, f.default)
+        help = f"{f.metadata['help']} (default: {default!r})"
+        if f.type is bool or f.type == "bool":
+            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help)
+        else:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=argparse.SUPPRESS, help=help)
+    given = vars(parser.parse_args(argv))
+    given.pop("config", None)
+    values = {**recipe, **given}
+    return TrainConfig(**values), set(values)  # the settings, and which ones were asked for
+
+
+if __name__ == "__main__":
+    try:
+        train(*parse_args())
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        sys.exit(f"error: {error}")
