@@ -290,8 +290,10 @@ class GPT(nn.Module):
             raise FileNotFoundError(f"{config_file} is missing: expected a Hugging Face GPT-2 "
                                     "directory with config.json and model.safetensors")
         hf = json.loads(config_file.read_text())
-        if hf.get("model_type", "gpt2") != "gpt2":
-            raise ValueError(f"{config_file}: model_type is {hf.get('model_type')!r}, only 'gpt2' can be loaded")
+        missing = [key for key in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size") if key not in hf]
+        if hf.get("model_type", "gpt2") != "gpt2" or missing:
+            raise ValueError(f"{config_file} is not a GPT-2 config (model_type "
+                             f"{hf.get('model_type')!r}, missing {missing or 'nothing'})")
         activation = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
         if hf.get("activation_function", "gelu_new") not in activation:
             raise ValueError(f"{config_file}: unsupported activation_function {hf['activation_function']!r}")
@@ -300,15 +302,20 @@ class GPT(nn.Module):
                            dropout=hf.get("resid_pdrop", 0.1),
                            activation=activation[hf.get("activation_function", "gelu_new")])
 
-        if (path / "model.safetensors").is_file():
-            from safetensors.torch import load_file
-            weights_file = path / "model.safetensors"
-            state = load_file(weights_file)
-        elif (path / "pytorch_model.bin").is_file():
+        weights_file = path / "model.safetensors"
+        if not weights_file.is_file():
             weights_file = path / "pytorch_model.bin"
-            state = torch.load(weights_file, map_location="cpu", weights_only=True)
-        else:
+        if not weights_file.is_file():
             raise FileNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin")
+        try:
+            if weights_file.suffix == ".safetensors":
+                from safetensors.torch import load_file
+                state = load_file(weights_file)
+            else:  # weights_only: unpickle tensors only, never run code from the file
+                state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        except Exception as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise ValueError(f"{weights_file} cannot be read ({reason}): truncated or corrupt?") from None
         # GPT2Model checkpoints (OpenAI's originals) have no "transformer." prefix; GPT2LMHeadModel ones do.
         state = {k.removeprefix("transformer."): v for k, v in state.items()}
 
@@ -317,7 +324,7 @@ class GPT(nn.Module):
             for name, param in model.named_parameters():  # lm_head.weight is wte.weight, listed once
                 key = name.removeprefix("transformer.")
                 if key not in state:
-                    raise KeyError(f"{weights_file} has no tensor {key!r}: not a GPT-2 checkpoint?")
+                    raise ValueError(f"{weights_file} has no tensor {key!r}: not a GPT-2 checkpoint?")
                 w = state[key].t() if name.endswith(cls.CONV1D) else state[key]
                 if w.shape != param.shape:
                     raise ValueError(f"{weights_file}: {key} has shape {tuple(w.shape)}, config.json "

@@ -202,6 +202,13 @@ def test_missing_files_are_named(tmp_path):
         GPT.from_pretrained(tmp_path)
 
 
+def test_corrupt_weights_are_named(tmp_path):
+    random_hf_gpt2().save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="model.safetensors cannot be read"):
+        GPT.from_pretrained(tmp_path)
+
+
 def test_mismatched_config_is_named(tmp_path):
     random_hf_gpt2().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
