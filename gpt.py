@@ -6,7 +6,8 @@ Papers:
 
 Read top to bottom: the configuration, attention, the transformer block, the model,
 loading and saving Hugging Face GPT-2 checkpoints, and a smoke test (`python gpt.py`).
-Text generation (greedy, sampling, beam search) lives in sample.py.
+Text generation (greedy, sampling, beam search) lives in sample.py; it uses the KV cache
+of GPT.forward, which keeps the cost of each new token flat (figures in bench/RESULTS.md).
 """
 
 import dataclasses
@@ -63,7 +64,7 @@ PRESETS = {
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
-    # Small models that train on a laptop CPU (GPT-2 architecture).
+    # Small models that train on a laptop CPU (GPT-2 architecture); set vocab_size to your tokenizer's.
     "gpt-mini": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.1),
     "gpt-micro": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
     "gpt-nano": dict(n_layer=2, n_head=2, n_embd=64, block_size=64),
@@ -233,7 +234,9 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def num_params(self):
-        """Number of parameters, each counted once (the tied embedding / output matrix too)."""
+        """Number of parameters: every weight and bias, position embeddings included, and the
+        token embedding counted once although the output layer shares it (nanoGPT's count
+        leaves the position embeddings out)."""
         return sum(p.numel() for p in self.parameters())
 
     def new_kv_cache(self):
