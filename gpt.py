@@ -212,7 +212,8 @@ class GPT(nn.Module):
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             # GPT-2 section 2.3 adds a LayerNorm after the last block; post-LN GPT-1 ends on one already.
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias) if config.ln_position == "pre" else nn.Identity(),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias) if config.ln_position == "pre"
+            else nn.Identity(),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying (GPT-1 section 3.1, P(u) = softmax(h W_eᵀ)): the output layer reuses
@@ -292,18 +293,20 @@ class GPT(nn.Module):
         if not config_file.is_file():
             raise FileNotFoundError(f"{config_file} is missing: expected a Hugging Face GPT-2 "
                                     "directory with config.json and model.safetensors")
-        hf = json.loads(config_file.read_text())
-        missing = [key for key in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size") if key not in hf]
-        if hf.get("model_type", "gpt2") != "gpt2" or missing:
+        hf_config = json.loads(config_file.read_text())
+        sizes = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size")
+        missing = [key for key in sizes if key not in hf_config]
+        if hf_config.get("model_type", "gpt2") != "gpt2" or missing:
             raise ValueError(f"{config_file} is not a GPT-2 config (model_type "
-                             f"{hf.get('model_type')!r}, missing {missing or 'nothing'})")
+                             f"{hf_config.get('model_type')!r}, missing {missing or 'nothing'})")
+        activation_function = hf_config.get("activation_function", "gelu_new")
         activation = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
-        if hf.get("activation_function", "gelu_new") not in activation:
-            raise ValueError(f"{config_file}: unsupported activation_function {hf['activation_function']!r}")
-        config = GPTConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
-                           block_size=hf["n_positions"], vocab_size=hf["vocab_size"],
-                           dropout=hf.get("resid_pdrop", 0.1),
-                           activation=activation[hf.get("activation_function", "gelu_new")])
+        if activation_function not in activation:
+            raise ValueError(f"{config_file}: unsupported activation_function {activation_function!r}")
+        config = GPTConfig(n_layer=hf_config["n_layer"], n_head=hf_config["n_head"],
+                           n_embd=hf_config["n_embd"], block_size=hf_config["n_positions"],
+                           vocab_size=hf_config["vocab_size"], dropout=hf_config.get("resid_pdrop", 0.1),
+                           activation=activation[activation_function])
 
         weights_file = path / "model.safetensors"
         if not weights_file.is_file():
@@ -328,32 +331,33 @@ class GPT(nn.Module):
                 key = name.removeprefix("transformer.")
                 if key not in state:
                     raise ValueError(f"{weights_file} has no tensor {key!r}: not a GPT-2 checkpoint?")
-                w = state[key].t() if name.endswith(cls.CONV1D) else state[key]
-                if w.shape != param.shape:
-                    raise ValueError(f"{weights_file}: {key} has shape {tuple(w.shape)}, config.json "
+                weight = state[key].t() if name.endswith(cls.CONV1D) else state[key]
+                if weight.shape != param.shape:
+                    raise ValueError(f"{weights_file}: {key} has shape {tuple(weight.shape)}, config.json "
                                      f"implies {tuple(param.shape)}")
-                param.copy_(w)
+                param.copy_(weight)
         return model
 
     def save_pretrained(self, path):
         """Write config.json and model.safetensors in Hugging Face's GPT-2 format, so that
         transformers.GPT2LMHeadModel.from_pretrained(path) opens the model."""
         from safetensors.torch import save_file
-        c = self.config
-        if c.ln_position != "pre" or not c.bias:
+        config = self.config
+        if config.ln_position != "pre" or not config.bias:
             raise ValueError("only GPT-2 style models (ln_position='pre', bias=True) fit the GPT-2 format")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        hf = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], n_layer=c.n_layer,
-                  n_head=c.n_head, n_embd=c.n_embd, n_positions=c.block_size, vocab_size=c.vocab_size,
-                  activation_function="gelu_new" if c.activation == "gelu_tanh" else "gelu",
-                  resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
-                  layer_norm_epsilon=1e-5, tie_word_embeddings=True)
-        (path / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+        hf_config = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"],
+                         n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
+                         n_positions=config.block_size, vocab_size=config.vocab_size,
+                         activation_function="gelu_new" if config.activation == "gelu_tanh" else "gelu",
+                         resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+                         layer_norm_epsilon=1e-5, tie_word_embeddings=True)
+        (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         state = {}
         for name, param in self.named_parameters():  # the tied lm_head is not stored twice
-            w = param.detach().t() if name.endswith(self.CONV1D) else param.detach()
-            state[name] = w.to("cpu").contiguous()
+            weight = param.detach().t() if name.endswith(self.CONV1D) else param.detach()
+            state[name] = weight.to("cpu").contiguous()
         save_file(state, path / "model.safetensors", metadata={"format": "pt"})
 
 
