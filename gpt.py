@@ -6,7 +6,8 @@ Papers:
 
 Read top to bottom: the configuration, attention, the transformer block, the model,
 loading and saving Hugging Face GPT-2 checkpoints, and a smoke test (`python gpt.py`).
-Text generation (greedy, sampling, beam search) lives in sample.py.
+Text generation (greedy, sampling, beam search) lives in sample.py; it uses the KV cache
+of GPT.forward, which keeps the cost of each new token flat (figures in bench/RESULTS.md).
 """
 
 import dataclasses
@@ -58,12 +59,12 @@ PRESETS = {
     # release). Here GPT-1 is normally trained with our own tokenizer: override vocab_size.
     "gpt1": dict(n_layer=12, n_head=12, n_embd=768, block_size=512, vocab_size=40478,
                  dropout=0.1, ln_position="post"),
-    # GPT-2 (Table 2 of the paper), named by their true sizes (see num_params and README).
+    # GPT-2 (Table 2 of the paper), named by their true sizes (`python gpt.py` prints them).
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
-    # Small models that train on a laptop CPU (GPT-2 architecture).
+    # Small models that train on a laptop CPU (GPT-2 architecture); set vocab_size to your tokenizer's.
     "gpt-mini": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.1),
     "gpt-micro": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
     "gpt-nano": dict(n_layer=2, n_head=2, n_embd=64, block_size=64),
@@ -80,37 +81,39 @@ def attend(q, k, v, backend="auto", dropout=0.0):
     The causal mask lets each query see its own position and everything before it.
     With a KV cache, k and v hold past positions too: query i of T_q is then
     position (T_k - T_q + i), and it sees keys 0 .. T_k - T_q + i.
+    backend: "math" spells the formula out, "sdpa" is PyTorch's fused kernel (same result,
+    less memory, faster), "triton" is our kernel in kernels/, "auto" the fastest available.
     """
     T_q, T_k = q.size(-2), k.size(-2)
     past = T_k - T_q
-    if backend == "auto":
-        backend = "sdpa"
+    allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
     if backend == "math":
         att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
-        allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
         att = att.masked_fill(~allowed, float("-inf"))
         att = F.dropout(F.softmax(att, dim=-1), p=dropout)
         return att @ v
-    if backend == "triton" and past == 0:
-        try:
-            from kernels.flash_attention import flash_attention
-        except ImportError as error:
-            raise RuntimeError("attention='triton' needs kernels/flash_attention.py and the "
-                               f"triton package ({error}); use attention='sdpa'") from None
-        if not q.is_cuda:
-            raise RuntimeError("attention='triton' needs a CUDA GPU; use attention='sdpa' on the CPU")
-        if dropout > 0:
-            raise RuntimeError("the triton kernel has no attention dropout; set dropout=0 or use 'sdpa'")
-        return flash_attention(q, k, v, causal=True)
-    if backend in ("sdpa", "triton"):
-        # The triton kernel assumes square causal alignment, so steps that read a KV cache
-        # (T_q != T_k) go to PyTorch's fused attention, as does is_causal=True, which
-        # aligns the mask at the top-left corner and is only right without a cache.
+    if backend == "triton" and past == 0:  # the kernel's causal mask assumes no cache (T_q == T_k)
+        return triton_attention(q, k, v, dropout)
+    if backend in ("auto", "sdpa", "triton"):
+        # is_causal=True aligns the mask at the top-left corner: right only without a cache.
         if past == 0:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
     raise ValueError(f"unknown attention backend {backend!r}; use 'auto', 'math', 'sdpa' or 'triton'")
+
+
+def triton_attention(q, k, v, dropout):
+    """Causal flash attention from kernels/ (Triton, CUDA only), imported only when asked for."""
+    try:
+        from kernels.flash_attention import flash_attention
+    except ImportError as error:
+        raise RuntimeError("attention='triton' needs kernels/flash_attention.py and the triton "
+                           f"package ({error}); use attention='sdpa'") from None
+    if not q.is_cuda:
+        raise RuntimeError("attention='triton' needs a CUDA GPU; use attention='sdpa' on the CPU")
+    if dropout > 0:
+        raise RuntimeError("the triton kernel has no attention dropout; set dropout=0 or use 'sdpa'")
+    return flash_attention(q, k, v, causal=True)
 
 
 class CausalSelfAttention(nn.Module):
@@ -209,7 +212,8 @@ class GPT(nn.Module):
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             # GPT-2 section 2.3 adds a LayerNorm after the last block; post-LN GPT-1 ends on one already.
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias) if config.ln_position == "pre" else nn.Identity(),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias) if config.ln_position == "pre"
+            else nn.Identity(),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying (GPT-1 section 3.1, P(u) = softmax(h W_eᵀ)): the output layer reuses
@@ -231,7 +235,9 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def num_params(self):
-        """Number of parameters, each counted once (the tied embedding / output matrix too)."""
+        """Number of parameters: every weight and bias, position embeddings included, and the
+        token embedding counted once although the output layer shares it (nanoGPT's count
+        leaves the position embeddings out)."""
         return sum(p.numel() for p in self.parameters())
 
     def new_kv_cache(self):
@@ -287,25 +293,35 @@ class GPT(nn.Module):
         if not config_file.is_file():
             raise FileNotFoundError(f"{config_file} is missing: expected a Hugging Face GPT-2 "
                                     "directory with config.json and model.safetensors")
-        hf = json.loads(config_file.read_text())
-        if hf.get("model_type", "gpt2") != "gpt2":
-            raise ValueError(f"{config_file}: model_type is {hf.get('model_type')!r}, only 'gpt2' can be loaded")
+        hf_config = json.loads(config_file.read_text())
+        sizes = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size")
+        missing = [key for key in sizes if key not in hf_config]
+        if hf_config.get("model_type", "gpt2") != "gpt2" or missing:
+            raise ValueError(f"{config_file} is not a GPT-2 config (model_type "
+                             f"{hf_config.get('model_type')!r}, missing {missing or 'nothing'})")
+        activation_function = hf_config.get("activation_function", "gelu_new")
         activation = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
-        if hf.get("activation_function", "gelu_new") not in activation:
-            raise ValueError(f"{config_file}: unsupported activation_function {hf['activation_function']!r}")
-        config = GPTConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
-                           block_size=hf["n_positions"], vocab_size=hf["vocab_size"],
-                           activation=activation[hf.get("activation_function", "gelu_new")])
+        if activation_function not in activation:
+            raise ValueError(f"{config_file}: unsupported activation_function {activation_function!r}")
+        config = GPTConfig(n_layer=hf_config["n_layer"], n_head=hf_config["n_head"],
+                           n_embd=hf_config["n_embd"], block_size=hf_config["n_positions"],
+                           vocab_size=hf_config["vocab_size"], dropout=hf_config.get("resid_pdrop", 0.1),
+                           activation=activation[activation_function])
 
-        if (path / "model.safetensors").is_file():
-            from safetensors.torch import load_file
-            weights_file = path / "model.safetensors"
-            state = load_file(weights_file)
-        elif (path / "pytorch_model.bin").is_file():
+        weights_file = path / "model.safetensors"
+        if not weights_file.is_file():
             weights_file = path / "pytorch_model.bin"
-            state = torch.load(weights_file, map_location="cpu", weights_only=True)
-        else:
+        if not weights_file.is_file():
             raise FileNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin")
+        try:
+            if weights_file.suffix == ".safetensors":
+                from safetensors.torch import load_file
+                state = load_file(weights_file)
+            else:  # weights_only: unpickle tensors only, never run code from the file
+                state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        except Exception as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise ValueError(f"{weights_file} cannot be read ({reason}): truncated or corrupt?") from None
         # GPT2Model checkpoints (OpenAI's originals) have no "transformer." prefix; GPT2LMHeadModel ones do.
         state = {k.removeprefix("transformer."): v for k, v in state.items()}
 
@@ -314,33 +330,34 @@ class GPT(nn.Module):
             for name, param in model.named_parameters():  # lm_head.weight is wte.weight, listed once
                 key = name.removeprefix("transformer.")
                 if key not in state:
-                    raise KeyError(f"{weights_file} has no tensor {key!r}: not a GPT-2 checkpoint?")
-                w = state[key].t() if name.endswith(cls.CONV1D) else state[key]
-                if w.shape != param.shape:
-                    raise ValueError(f"{weights_file}: {key} has shape {tuple(w.shape)}, config.json "
+                    raise ValueError(f"{weights_file} has no tensor {key!r}: not a GPT-2 checkpoint?")
+                weight = state[key].t() if name.endswith(cls.CONV1D) else state[key]
+                if weight.shape != param.shape:
+                    raise ValueError(f"{weights_file}: {key} has shape {tuple(weight.shape)}, config.json "
                                      f"implies {tuple(param.shape)}")
-                param.copy_(w)
+                param.copy_(weight)
         return model
 
     def save_pretrained(self, path):
         """Write config.json and model.safetensors in Hugging Face's GPT-2 format, so that
         transformers.GPT2LMHeadModel.from_pretrained(path) opens the model."""
         from safetensors.torch import save_file
-        c = self.config
-        if c.ln_position != "pre" or not c.bias:
+        config = self.config
+        if config.ln_position != "pre" or not config.bias:
             raise ValueError("only GPT-2 style models (ln_position='pre', bias=True) fit the GPT-2 format")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        hf = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], n_layer=c.n_layer,
-                  n_head=c.n_head, n_embd=c.n_embd, n_positions=c.block_size, vocab_size=c.vocab_size,
-                  activation_function="gelu_new" if c.activation == "gelu_tanh" else "gelu",
-                  resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
-                  layer_norm_epsilon=1e-5, tie_word_embeddings=True)
-        (path / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+        hf_config = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"],
+                         n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
+                         n_positions=config.block_size, vocab_size=config.vocab_size,
+                         activation_function="gelu_new" if config.activation == "gelu_tanh" else "gelu",
+                         resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+                         layer_norm_epsilon=1e-5, tie_word_embeddings=True)
+        (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         state = {}
         for name, param in self.named_parameters():  # the tied lm_head is not stored twice
-            w = param.detach().t() if name.endswith(self.CONV1D) else param.detach()
-            state[name] = w.to("cpu").contiguous()
+            weight = param.detach().t() if name.endswith(self.CONV1D) else param.detach()
+            state[name] = weight.to("cpu").contiguous()
         save_file(state, path / "model.safetensors", metadata={"format": "pt"})
 
 

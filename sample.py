@@ -122,8 +122,8 @@ def beam_search(model, idx, max_new_tokens, beam_width, *, length_penalty=1.0, s
     At each step every kept sequence (a "beam") is extended by every token, and the
     beam_width extensions with the highest total log-probability are kept. A sequence
     that emits a stop token is finished. Every token lowers the total log-probability,
-    so finished sequences are compared by total / length**length_penalty (length
-    normalisation, Wu et al. 2016 section 7); without it short answers always win.
+    so finished sequences are compared by total / length**length_penalty (a simpler form
+    of the length normalisation of Wu et al. 2016, section 7); without it short answers win.
     """
     beams, scores = idx, torch.zeros(1, device=idx.device)  # (n_beams, T + step), (n_beams,)
     finished = []  # (normalised score, sequence)
@@ -236,6 +236,8 @@ def check_args(args):
         raise ValueError("--beam must be >= 1")
     if args.repetition_penalty <= 0:
         raise ValueError("--repetition-penalty must be > 0 (1 means no penalty)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: this PyTorch sees no CUDA GPU; use --device cpu")
 
 
 def read_prompt(args):
@@ -299,6 +301,9 @@ def main(argv=None):
             model, tokenizer = load_checkpoint(args.out_dir, "cpu")
         dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
         model = model.to(device=args.device, dtype=getattr(torch, dtype)).eval()
+        if tokenizer.vocab_size > model.config.vocab_size:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                             f"{model.config.vocab_size}: they do not belong together")
         prompt = read_prompt(args)
         ids = encode_prompt(tokenizer, prompt, model.config.block_size)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
@@ -309,22 +314,25 @@ def main(argv=None):
     stream = sys.stdout.isatty() if args.stream is None else args.stream
     stop_ids = [] if tokenizer.eot_id is None else [tokenizer.eot_id]
     idx = torch.tensor([ids], device=args.device)
-    for i in range(args.num_samples):
-        if i > 0:
-            print("-" * 40)
-        print(prompt, end="", flush=True)
-        if args.beam:
-            out = beam_search(model, idx, args.max_new_tokens, args.beam, stop_ids=stop_ids,
-                              length_penalty=args.length_penalty, use_kv_cache=not args.no_kv_cache)
-            tokens = out[0, idx.size(1):].tolist()
-        else:
-            tokens = (token.item() for token in generate_stream(
-                model, idx, args.max_new_tokens, temperature=0 if args.greedy else args.temperature,
-                top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                use_kv_cache=not args.no_kv_cache))
-        tokens = itertools.takewhile(lambda t: t not in stop_ids, tokens)  # <|endoftext|> ends the text
-        write_sample(tokenizer, tokens, args.stop, stream)
-
+    try:
+        for i in range(args.num_samples):
+            if i > 0:
+                print("-" * 40)
+            print(prompt, end="", flush=True)
+            if args.beam:
+                out = beam_search(model, idx, args.max_new_tokens, args.beam, stop_ids=stop_ids,
+                                  length_penalty=args.length_penalty, use_kv_cache=not args.no_kv_cache)
+                tokens = out[0, idx.size(1):].tolist()
+            else:
+                tokens = (token.item() for token in generate_stream(
+                    model, idx, args.max_new_tokens, temperature=0 if args.greedy else args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                    use_kv_cache=not args.no_kv_cache))
+            tokens = itertools.takewhile(lambda t: t not in stop_ids, tokens)  # <|endoftext|> ends the text
+            write_sample(tokenizer, tokens, args.stop, stream)
+    except KeyboardInterrupt:  # Ctrl-C while streaming: stop quietly
+        print()
+        sys.exit(130)
 
 if __name__ == "__main__":
     main()

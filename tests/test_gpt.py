@@ -13,6 +13,16 @@ transformers = pytest.importorskip("transformers")
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=101)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: a second thread only adds synchronisation, and on a busy
+    machine a thread waiting for a descheduled peer makes each small op 100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_gpt(seed=0, **overrides):
     torch.manual_seed(seed)
     return GPT(GPTConfig(**{**TINY, **overrides})).eval()
@@ -121,9 +131,10 @@ def test_model_logits_same_for_every_backend(ln_position):
     torch.testing.assert_close(model(idx)[0], expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("ln_position", ["pre", "post"])
 @pytest.mark.parametrize("backend", ["math", "sdpa"])
-def test_kv_cache_gives_the_same_logits_as_a_full_forward(backend):
-    model = tiny_gpt()
+def test_kv_cache_gives_the_same_logits_as_a_full_forward(backend, ln_position):
+    model = tiny_gpt(ln_position=ln_position)
     model.attention = backend
     idx = torch.randint(0, 101, (2, 16))
     full, _ = model(idx)
@@ -188,6 +199,13 @@ def test_missing_files_are_named(tmp_path):
         GPT.from_pretrained(tmp_path)
     random_hf_gpt2().config.save_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        GPT.from_pretrained(tmp_path)
+
+
+def test_corrupt_weights_are_named(tmp_path):
+    random_hf_gpt2().save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="model.safetensors cannot be read"):
         GPT.from_pretrained(tmp_path)
 
 
