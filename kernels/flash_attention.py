@@ -180,7 +180,8 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, L, Delta, stride_qt, stride_qd, st
                          MASKED: tl.constexpr, BLOCK_M: tl.constexpr):
     # Transposed tiles (keys along rows) so dK_j and dV_j accumulate without
     # transposing the big P and dS tiles. Query rows past N_CTX read as zeros
-    # (Q, dO, L, D), which makes their P^T = 1 but their dV, dK terms 0.
+    # (Q, dO, L, D), which makes their P^T = 1 but their dV, dK terms 0; rows
+    # of K_j past N_CTX are zeros too, and their results are never stored.
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         rows = offs_m < N_CTX
@@ -193,9 +194,9 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, L, Delta, stride_qt, stride_qd, st
         # P_ij^T = exp(S_ij^T - L_i): the probabilities, recomputed from the
         # saved log-sum-exp instead of stored.
         sT = _dot(k, qT, tl.zeros([k.shape[0], BLOCK_M], tl.float32)) * qk_scale
-        pT = tl.math.exp2(sT - Li[None, :])
         if MASKED:  # diagonal tiles of causal attention
-            pT = tl.where(offs_m[None, :] >= offs_n[:, None], pT, 0.0)
+            sT = tl.where(offs_m[None, :] >= offs_n[:, None], sT, float("-inf"))
+        pT = tl.math.exp2(sT - Li[None, :])
         # dV_j += P_ij^T dO_i
         dv = _dot(pT.to(do.dtype), do, dv)
         # dP_ij^T = V_j dO_i^T,  dS_ij^T = P_ij^T * (dP_ij^T - D_i)
@@ -263,13 +264,13 @@ def _attn_bwd_dq_inner(dq, q, do, Li, Di, K, V, stride_kt, stride_kd, stride_vt,
         vT = tl.load(V + offs_n[None, :] * stride_vt + offs_d[:, None] * stride_vd,
                      mask=offs_n[None, :] < N_CTX, other=0.0)
         # P_ij = exp(S_ij - L_i), recomputed as in the dK/dV kernel.
-        p = tl.math.exp2(_dot(q, kT, tl.zeros([q.shape[0], BLOCK_N], tl.float32)) * qk_scale
-                         - Li[:, None])
+        s = _dot(q, kT, tl.zeros([q.shape[0], BLOCK_N], tl.float32)) * qk_scale
         if MASKED:
             if CAUSAL:
-                p = tl.where(offs_m[:, None] >= offs_n[None, :], p, 0.0)
+                s = tl.where(offs_m[:, None] >= offs_n[None, :], s, float("-inf"))
             else:
-                p = tl.where(offs_n[None, :] < N_CTX, p, 0.0)
+                s = tl.where(offs_n[None, :] < N_CTX, s, float("-inf"))
+        p = tl.math.exp2(s - Li[:, None])
         # dP_ij = dO_i V_j^T,  dS_ij = P_ij * (dP_ij - D_i),  dQ_i += dS_ij K_j
         dp = _dot(do, vT, tl.zeros([q.shape[0], BLOCK_N], tl.float32))
         ds = p * (dp - Di[:, None])
@@ -388,7 +389,7 @@ def _reference(q, k, v, causal, sm_scale):
 def _self_check():
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tol = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 1e-2}
+    tol = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
     for (B, H, T, D), dtype, causal in [((1, 2, 1, 16), torch.float32, True),
                                         ((2, 3, 100, 64), torch.bfloat16, True),
                                         ((1, 2, 70, 32), torch.float16, False),
@@ -402,7 +403,7 @@ def _self_check():
         ref = _reference(*ref_in, causal, 1.0 / math.sqrt(D))
         ref_grads = torch.autograd.grad(ref, ref_in, do.double())
         for name, a, r in zip(("out", "dq", "dk", "dv"), (out, *grads), (ref, *ref_grads)):
-            err = ((a.double() - r).abs().max() / r.abs().max().clamp_min(1.0)).item()
+            err = ((a.double() - r).norm() / r.norm().clamp_min(0.1 * r.numel() ** 0.5)).item()
             print(f"B={B} H={H} T={T:3d} d={D:3d} {str(dtype):14s} causal={causal!s:5s} "
                   f"{name:3s} rel err {err:.1e}")
             assert err < tol[dtype], f"{name}: relative error {err} >= {tol[dtype]}"
