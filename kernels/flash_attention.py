@@ -65,8 +65,6 @@ TUNE_KEY = ["HEAD_DIM", "CAUSAL", "SEQ_BUCKET"]  # a new length retunes only pas
 
 @triton.jit
 def _dot(a, b, acc):
-    # fp32 inputs get true fp32 products ("ieee"), not TF32, so fp32 attention
-    # keeps fp32 accuracy; fp16/bf16 products are exact either way.
     if _UPCAST_BF16_DOT:
         # The CPU interpreter multiplies bf16 blocks as raw bit patterns
         # (triton-lang/triton#11584). bf16 products are exact in fp32, so
@@ -74,7 +72,13 @@ def _dot(a, b, acc):
         if a.dtype == tl.bfloat16:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision="ieee")
+    if a.dtype == tl.float32:
+        # True fp32 products, not the GPU's default TF32 (10-bit mantissa):
+        # fp32 inputs are the accuracy path.
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, b, acc)  # fp16 / bf16 tensor cores, fp32 accumulation
+    return acc
 
 
 @triton.jit
@@ -418,7 +422,7 @@ def _benchmark():
     flops = 4 * B * H * T * T * D / 2  # two matmuls, half of them skipped by the causal mask
     for name, fn in [("triton", lambda: flash_attention(q, k, v, causal=True)),
                      ("sdpa", lambda: sdpa(q, k, v, is_causal=True))]:
-        ms = triton.testing.do_bench(fn)
+        ms = triton.testing.do_bench(fn, return_mode="median")
         print(f"causal forward B={B} H={H} T={T} d={D} bf16 {name:6s}: {flops / ms * 1e-9:.0f} TFLOP/s")
     print("full table: python bench/attention.py")
 

@@ -80,8 +80,8 @@ def _layer_norm_bwd_dx(DX, DY, X, W, Mean, Rstd, DW_part, DB_part,
     w = tl.load(W + cols, mask=mask).to(tl.float32)
     dw = tl.zeros([BLOCK_N], dtype=tl.float32)
     db = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for row in range(g_id, M, tl.num_programs(0)):
-        row = tl.cast(row, tl.int64)  # row * stride may pass 2**31
+    for r in range(g_id, M, tl.num_programs(0)):
+        row = tl.cast(r, tl.int64)  # row * stride may pass 2**31
         x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
         rstd = tl.load(Rstd + row)
@@ -214,7 +214,8 @@ def _benchmark():
     gbps = lambda ms: 2 * x.numel() * x.element_size() / ms * 1e-6  # read x, write y
     for name, fn in [("triton", lambda: layer_norm(x, w, b)),
                      ("torch", lambda: torch.nn.functional.layer_norm(x, (N,), w, b))]:
-        print(f"forward {M} x {N} bf16 {name:6s}: {gbps(triton.testing.do_bench(fn)):.0f} GB/s")
+        ms = triton.testing.do_bench(fn, return_mode="median")
+        print(f"forward {M} x {N} bf16 {name:6s}: {gbps(ms):.0f} GB/s")
     print("full table: python bench/layer_norm.py")
 
 
