@@ -3,7 +3,11 @@
 On CPU these run through the Triton interpreter (see conftest.py), so shapes
 stay small; the same tests run on CUDA tensors when a GPU is present.
 """
+import importlib.util
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -225,3 +229,19 @@ def test_attention_rejects_bad_inputs():
         flash_attention(q, q.half(), q)
     with pytest.raises(ValueError, match="shape"):
         flash_attention(q, q[:, :, :4], q[:, :, :4])
+
+
+# --------------------------------------------------------------------------- #
+# Compilation
+# --------------------------------------------------------------------------- #
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("triton.backends.nvidia") is None,
+                    reason="this Triton build has no NVIDIA backend")
+def test_kernels_compile_for_hopper():
+    # Trap: code tied to one Triton release. The interpreter never runs
+    # Triton's compiler, so compile every kernel for sm_90 with the installed
+    # release (no GPU needed); see tests/hopper_compile.py.
+    script = Path(__file__).with_name("hopper_compile.py")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
