@@ -179,14 +179,16 @@ def test_attention_matches_float64(B, H, T, D, dtype, causal, poisoned):
 
 @pytest.mark.parametrize("causal", [True, False])
 def test_attention_strided_inputs_and_grad(causal, poisoned):
-    # Trap: one set of strides assumed for q, k, v, o and do. Here q, k, v are
+    # Trap: one set of strides assumed for q, k, v, o and do. Here q and k are
     # slices of one (B, T, 3, H, d) projection, as a GPT's c_attn split gives,
-    # and dO comes from a transpose; none of them is contiguous.
+    # v is strided even along head_dim, and dO comes from a transpose; none of
+    # them is contiguous, and no two share strides.
     B, T, H, D = 2, 45, 3, 32
     qkv = torch.randn(B, T, 3, H, D, device=DEVICE, dtype=torch.float16)
-    q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
+    q, k = (qkv[:, :, i].transpose(1, 2) for i in range(2))
+    v = torch.randn(B, H, D, T, device=DEVICE, dtype=torch.float16).transpose(2, 3)
     do = torch.randn(B, T, H, D, device=DEVICE, dtype=torch.float16).transpose(1, 2)
-    assert not any(t.is_contiguous() for t in (q, k, v, do))
+    assert not any(t.is_contiguous() for t in (q, k, v, do)) and v.stride(-1) != 1
     check_attention(q, k, v, causal, do=do)
 
 
