@@ -53,6 +53,23 @@ def poisoned(monkeypatch):
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(empty_like(*a, **k)))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_config_per_kernel():
+    """On a GPU, autotuning would compile and time every candidate config for
+    every shape the tests use (minutes). Keep each kernel's last, smallest
+    config, which fits every dtype and head_dim; the interpreter has only one."""
+    import kernels.flash_attention as fa
+    import kernels.layer_norm as ln
+    tuned = [fa._attn_fwd, fa._attn_bwd_dkdv, fa._attn_bwd_dq, ln._layer_norm_fwd,
+             ln._layer_norm_bwd_dx]
+    saved = [kernel.configs for kernel in tuned]
+    for kernel in tuned:
+        kernel.configs = kernel.configs[-1:]
+    yield
+    for kernel, configs in zip(tuned, saved):
+        kernel.configs = configs
+
+
 # --------------------------------------------------------------------------- #
 # LayerNorm
 # --------------------------------------------------------------------------- #
