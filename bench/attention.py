@@ -28,8 +28,10 @@ def matmul_tflops(n=8192):
 
 
 def sdpa_backend(q, k, v):
-    """Which kernel SDPA dispatched to, read from the names of the CUDA kernels it ran."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+    """Which backend SDPA dispatched to, read from the names of the ops and kernels it ran
+    (aten::_scaled_dot_product_{cudnn,flash,efficient}_attention, flash_fwd_kernel, ...)."""
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
         F.scaled_dot_product_attention(q, k, v, is_causal=True)
         torch.cuda.synchronize()
     names = " ".join(e.key.lower() for e in prof.key_averages())

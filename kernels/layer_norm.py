@@ -16,6 +16,8 @@ one trip through memory:
 
 Usage: `layer_norm(x, weight, bias, eps=1e-5)`; bias may be None. Any leading
 shape, hidden sizes 1 .. 65536, fp16 / bf16 / fp32 (statistics always fp32).
+A whole row lives in registers: past ~8192 the backward spills some of them
+to local memory (still correct, just slower).
 
 `python kernels/layer_norm.py` checks the kernels against float64 PyTorch (on
 the CPU through the Triton interpreter) and, on a GPU, times them.
