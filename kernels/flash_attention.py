@@ -122,6 +122,7 @@ def _attn_fwd(Q, K, V, O, L, qk_scale,
               stride_vb, stride_vh, stride_vt, stride_vd,
               H, N_CTX, SEQ_BUCKET, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    tl.static_assert(BLOCK_M % BLOCK_N == 0)  # the diagonal starts on a key-tile boundary
     # Causal work grows with the query tile index i: launch the longest tiles
     # first, so the short ones fill in the end of the grid.
     i = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -226,6 +227,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, sm_scale, qk_scale,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # Algorithm 2: program (j, b*h) owns K_j, V_j and accumulates dK_j, dV_j
     # over the query tiles; no two programs write the same rows.
+    tl.static_assert(BLOCK_N % BLOCK_M == 0)  # the diagonal starts on a query-tile boundary
     j = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -297,6 +299,7 @@ def _attn_bwd_dq(Q, K, V, DO, L, Delta, DQ, sm_scale, qk_scale,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # dQ_i = sum_j dS_ij K_j, computed by the owner of Q_i like the forward
     # (same tiles, same masks), so dQ needs no atomic adds across key tiles.
+    tl.static_assert(BLOCK_M % BLOCK_N == 0)
     i = tl.num_programs(0) - 1 - tl.program_id(0)  # longest tiles first, as in the forward
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
