@@ -36,6 +36,8 @@ if __name__ == "__main__" and not torch.cuda.is_available():
 import triton
 import triton.language as tl
 
+__all__ = ["flash_attention"]
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 HEAD_DIMS = (16, 32, 64, 128)
 LOG2E = 1.4426950408889634

@@ -33,6 +33,8 @@ if __name__ == "__main__" and not torch.cuda.is_available():
 import triton
 import triton.language as tl
 
+__all__ = ["layer_norm"]
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 MAX_N = 65536  # a row must fit in one block of registers
 
