@@ -255,6 +255,8 @@ def test_attention_rejects_bad_inputs():
 # --------------------------------------------------------------------------- #
 
 @pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason="on a GPU the tests above compile the kernels for real")
 @pytest.mark.skipif(importlib.util.find_spec("triton.backends.nvidia") is None,
                     reason="this Triton build has no NVIDIA backend")
 def test_kernels_compile_for_hopper():
