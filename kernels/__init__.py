@@ -1,0 +1,1 @@
+"""Optional Triton kernels: flash attention and fused LayerNorm (Linux + triton only)."""
