@@ -11,10 +11,12 @@ of GPT.forward, which keeps the cost of each new token flat (figures in bench/RE
 """
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
@@ -86,34 +88,55 @@ def attend(q, k, v, backend="auto", dropout=0.0):
     """
     T_q, T_k = q.size(-2), k.size(-2)
     past = T_k - T_q
-    allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
+    if backend == "auto":  # our kernel on a GPU where it applies (no cache, no dropout), else PyTorch's
+        backend = "triton" if past == 0 and dropout == 0 and q.is_cuda and triton_kernels() else "sdpa"
     if backend == "math":
+        allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
         att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
         att = att.masked_fill(~allowed, float("-inf"))
         att = F.dropout(F.softmax(att, dim=-1), p=dropout)
         return att @ v
     if backend == "triton" and past == 0:  # the kernel's causal mask assumes no cache (T_q == T_k)
         return triton_attention(q, k, v, dropout)
-    if backend in ("auto", "sdpa", "triton"):
+    if backend in ("sdpa", "triton"):
         # is_causal=True aligns the mask at the top-left corner: right only without a cache.
         if past == 0:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
     raise ValueError(f"unknown attention backend {backend!r}; use 'auto', 'math', 'sdpa' or 'triton'")
 
 
-def triton_attention(q, k, v, dropout):
-    """Causal flash attention from kernels/ (Triton, CUDA only), imported only when asked for."""
+@functools.cache
+def triton_kernels():
+    """The Triton kernels of kernels/, or None where they cannot run (no CUDA GPU, no triton:
+    CPU machines, macOS). Imported on first use, so the CPU path never loads triton."""
+    if not torch.cuda.is_available():
+        return None
     try:
-        from kernels.flash_attention import flash_attention
-    except ImportError as error:
-        raise RuntimeError("attention='triton' needs kernels/flash_attention.py and the triton "
-                           f"package ({error}); use attention='sdpa'") from None
-    if not q.is_cuda:
-        raise RuntimeError("attention='triton' needs a CUDA GPU; use attention='sdpa' on the CPU")
+        from kernels import flash_attention, layer_norm
+    except ImportError:
+        return None
+    return SimpleNamespace(flash_attention=flash_attention.flash_attention, layer_norm=layer_norm.layer_norm)
+
+
+def triton_attention(q, k, v, dropout):
+    """Causal flash attention from kernels/flash_attention.py (FlashAttention-2 in Triton)."""
+    if not q.is_cuda or triton_kernels() is None:
+        raise RuntimeError("attention='triton' needs a CUDA GPU and the triton package; use attention='sdpa'")
     if dropout > 0:
         raise RuntimeError("the triton kernel has no attention dropout; set dropout=0 or use 'sdpa'")
-    return flash_attention(q, k, v, causal=True)
+    return triton_kernels().flash_attention(q, k, v, causal=True)
+
+
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm, computed on a GPU by the fused Triton kernel of kernels/layer_norm.py
+    (same parameters, same result, one pass through memory each way)."""
+
+    def forward(self, x):
+        if x.is_cuda and triton_kernels():
+            return triton_kernels().layer_norm(x, self.weight, self.bias, self.eps)
+        return super().forward(x)
 
 
 class CausalSelfAttention(nn.Module):
@@ -173,9 +196,9 @@ class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.post_ln = config.ln_position == "post"
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
     def forward(self, x, backend="auto", past=None):
@@ -212,7 +235,7 @@ class GPT(nn.Module):
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             # GPT-2 section 2.3 adds a LayerNorm after the last block; post-LN GPT-1 ends on one already.
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias) if config.ln_position == "pre"
+            ln_f=LayerNorm(config.n_embd, bias=config.bias) if config.ln_position == "pre"
             else nn.Identity(),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)

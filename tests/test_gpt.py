@@ -111,14 +111,22 @@ def test_unknown_backend_is_a_clear_error():
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_triton_backend_matches_sdpa_on_gpu():
-    pytest.importorskip("kernels.flash_attention", reason="kernels/ not written yet")
-    model = tiny_gpt().cuda()
-    idx = torch.randint(0, 101, (2, 16), device="cuda")
-    model.attention = "sdpa"
-    expected, _ = model(idx)
-    model.attention = "triton"
-    torch.testing.assert_close(model(idx)[0], expected, atol=1e-3, rtol=1e-3)
+def test_triton_kernels_in_the_model_match_pytorch_on_gpu():
+    """On a GPU the model runs kernels/ (flash attention and LayerNorm): same loss and gradients
+    as the plain PyTorch model on the CPU."""
+    pytest.importorskip("triton")
+    idx = torch.randint(0, 101, (2, 16))
+    losses, grads = [], []
+    for device, backend in (("cpu", "math"), ("cuda", "triton"), ("cuda", "auto")):
+        model = tiny_gpt().train().to(device)
+        model.attention = backend
+        _, loss = model(idx.to(device), idx.to(device))
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(model.transformer.h[0].attn.c_attn.weight.grad.cpu())
+    for loss, grad in zip(losses[1:], grads[1:]):
+        assert loss == pytest.approx(losses[0], rel=1e-4)
+        torch.testing.assert_close(grad, grads[0], atol=1e-4, rtol=1e-3)
 
 
 @pytest.mark.parametrize("ln_position", ["pre", "post"])
