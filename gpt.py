@@ -107,10 +107,17 @@ def attend(q, k, v, backend="auto", dropout=0.0):
     raise ValueError(f"unknown attention backend {backend!r}; use 'auto', 'math', 'sdpa' or 'triton'")
 
 
-@functools.cache
+USE_KERNELS = True  # False: PyTorch's own kernels everywhere (to compare, e.g. train.py --no-kernels)
+
+
 def triton_kernels():
     """The Triton kernels of kernels/, or None where they cannot run (no CUDA GPU, no triton:
     CPU machines, macOS). Imported on first use, so the CPU path never loads triton."""
+    return _import_kernels() if USE_KERNELS else None
+
+
+@functools.cache
+def _import_kernels():
     if not torch.cuda.is_available():
         return None
     try:

@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from bpe import ENDOFTEXT, Tokenizer, load_tokenizer, read_text, text_files
+import gpt
 from gpt import GPT, GPTConfig
 
 
@@ -51,6 +52,7 @@ class TrainConfig:
     dropout: float = flag(-1.0, "dropout; -1: the preset's")
     init_from: str = flag("", "gpt2:DIR starts from GPT-2 weights in a Hugging Face folder")
     attention: str = flag("auto", "auto, math, sdpa or triton")
+    kernels: bool = flag(True, "on CUDA, use the Triton kernels of kernels/ (LayerNorm, and attention when auto)")
     compile: bool = flag(False, "torch.compile the model")
     # optimization
     batch_size: int = flag(0, "sequences per micro-batch per process; 0: chosen for the device")
@@ -254,6 +256,7 @@ def train(config: TrainConfig, explicit: set):
         if not config.init_from:
             GPTConfig.preset(config.model)  # an unknown name fails now, not after preparing the data
     torch.manual_seed(config.seed + rank)
+    gpt.USE_KERNELS = config.kernels
 
     # Data (rank 0 prepares, the others wait for it), tokenizer and model.
     if config.init_from and not config.tokenizer:
@@ -368,6 +371,7 @@ def train(config: TrainConfig, explicit: set):
                 f.write(json.dumps(entry) + "\n")
 
     start_time, start_step = time.time(), step
+    interval_time, interval_step = start_time, step  # tokens/s over the last log interval
     try:
         while step < config.max_iters:
             lr = learning_rate(step, config)
@@ -394,14 +398,17 @@ def train(config: TrainConfig, explicit: set):
             if step % config.log_interval == 0 or step == config.max_iters:
                 if distributed:
                     dist.all_reduce(step_loss)
-                elapsed = time.time() - start_time
-                tokens_per_second = (step - start_step) * tokens_per_step / elapsed
+                now = time.time()
+                elapsed = now - start_time
+                tokens_per_second = (step - interval_step) * tokens_per_step / (now - interval_time)
+                interval_time, interval_step = now, step
                 mfu = flops_per_token * tokens_per_second / peak_flops if peak_flops else None
                 eta = elapsed / (step - start_step) * (config.max_iters - step)
                 log(f"step {step}/{config.max_iters} | loss {step_loss.item():.4f} | lr {lr:.2e} | "
                     f"{tokens_per_second:,.0f} tok/s" + (f" | MFU {mfu:.1%}" if mfu else "") +
                     f" | {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min")
-                record({"step": step, "loss": round(step_loss.item(), 6), "lr": lr, "tokens_per_second": round(tokens_per_second)})
+                record({"step": step, "loss": round(step_loss.item(), 6), "lr": lr,
+                        "tokens_per_second": round(tokens_per_second), "mfu": mfu and round(mfu, 4)})
             if master and (step % config.eval_interval == 0 or step == config.max_iters):
                 val_loss = evaluate()
                 bpb = val_loss * bits_per_token_to_bpb if bits_per_token_to_bpb else None

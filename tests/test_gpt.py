@@ -13,15 +13,7 @@ transformers = pytest.importorskip("transformers")
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=101)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: a second thread only adds synchronisation, and on a busy
-    machine a thread waiting for a descheduled peer makes each small op 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 def tiny_gpt(seed=0, **overrides):
     torch.manual_seed(seed)

@@ -20,15 +20,7 @@ from sample import (apply_repetition_penalty, beam_search, filter_logits, genera
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: a second thread only adds synchronisation, and on a busy
-    machine a thread waiting for a descheduled peer makes each small op 100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 def tiny_gpt(seed=0, vocab_size=101, block_size=16):
     """A random model in float64, so cached and uncached logits agree to ~1e-15 and no

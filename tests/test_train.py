@@ -15,6 +15,7 @@ import torch
 import train
 from bpe import Tokenizer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "gpt-nano", "--block-size", "32", "--batch-size", "4", "--vocab-size", "300",
         "--eval-iters", "2", "--log-interval", "1", "--sample-tokens", "0", "--device", "cpu"]
