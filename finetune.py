@@ -87,18 +87,7 @@ TASKS = {  # name: (kind, input columns, label column, label values (None: a sco
 }
 # CoLA's train and dev files have no header line; every other GLUE file has one.
 COLA_COLUMNS = ["source", "label", "original_label", "sentence"]
-ROCSTORIES_SPLIT = (1497, 374, 3535999445)  # train rows, validation rows, seed (finetune-transformer-lm)
-
-
-def split_files(task, data):
-    """The training and evaluation files of --data (the evaluation file may be missing)."""
-    data = Path(data)
-    if task == "rocstories":
-        return data, data  # one file, split in read_examples
-    if not data.is_dir():
-        raise ValueError(f"--data {data}: expected a folder with train and dev files for --task {task}")
-    suffix = ".jsonl" if task.startswith("custom-") else ".tsv"
-    return data / f"train{suffix}", data / ("dev_matched.tsv" if task == "mnli" else f"dev{suffix}")
+ROCSTORIES_SEED = 3535999445  # finetune-transformer-lm's seed for its train / validation split
 
 
 def read_records(path, task):
@@ -129,9 +118,9 @@ def read_records(path, task):
                                f"{len(row)} fields, the header has {len(header)}")
 
 
-def read_examples(path, task, labels, skip_bad_rows=False, log=print):
+def read_examples(path, task, labels, skip_bad_rows=False, need_labels=True, log=print):
     """Examples (inputs, label) of a task; the label is a class index, a score, or None when the
-    file has no label column (e.g. test.tsv). Malformed rows stop with their line, or are skipped."""
+    file has no labels (a test.tsv to --predict). Malformed rows stop with their line, or are skipped."""
     kind, columns, label_column, _, _ = TASKS[task]
     if not Path(path).is_file():
         raise ValueError(f"{path} not found: --data must hold the task's files (see --help)")
@@ -143,10 +132,14 @@ def read_examples(path, task, labels, skip_bad_rows=False, log=print):
             if not isinstance(record, dict) or any(column not in record for column in columns):
                 raise ValueError(f"expected the fields {columns}")
             inputs = [record[column] for column in columns]
-            texts = inputs[:1] + (inputs[1] if kind == "multiple-choice" else inputs[1:])
+            texts = inputs[:1] + (inputs[1] if kind == "multiple-choice" and isinstance(inputs[1], list) else inputs[1:])
             if not all(isinstance(text, str) and text.strip() for text in texts):
-                raise ValueError("empty or missing text")
+                raise ValueError("empty or missing text" + (", or choices not a list" if kind == "multiple-choice" else ""))
+            if kind == "multiple-choice" and examples and len(texts) - 1 != len(examples[0][0][1]):
+                raise ValueError(f"{len(texts) - 1} choices, the first row has {len(examples[0][0][1])}")
             label = record.get(label_column)
+            if label is None and need_labels:
+                raise ValueError(f"no label ({label_column!r})")
             if label is not None:
                 label = parse_label(str(label), labels, kind, len(texts) - 1, task)
             examples.append((inputs, label))
@@ -176,6 +169,24 @@ def parse_label(label, labels, kind, n_choices, task):
     if label not in labels:
         raise ValueError(f"label {label!r} is not one of {labels}")
     return labels.index(label)
+
+
+def task_examples(config, labels):
+    """The training and dev examples of --data: a GLUE folder (train.tsv, dev.tsv; MNLI's is
+    dev_matched.tsv), a JSONL folder (train.jsonl, dev.jsonl), or the ROCStories CSV. GPT-1 trained on
+    ROCStories' validation stories: like finetune-transformer-lm, a seeded shuffle cuts them into
+    1497 for training and 374 for validation."""
+    data = Path(config.data)
+    if config.task == "rocstories":
+        stories = read_examples(data, config.task, labels, config.skip_bad_rows)
+        random.Random(ROCSTORIES_SEED).shuffle(stories)
+        return stories[:1497], stories[1497:]
+    if not data.is_dir():
+        raise ValueError(f"--data {data}: expected a folder with the train and dev files of --task {config.task}")
+    suffix = ".jsonl" if config.task.startswith("custom-") else ".tsv"
+    dev_file = data / ("dev_matched.tsv" if config.task == "mnli" else f"dev{suffix}")
+    train = read_examples(data / f"train{suffix}", config.task, labels, config.skip_bad_rows)
+    return train, read_examples(dev_file, config.task, labels, config.skip_bad_rows) if dev_file.is_file() else []
 
 
 # -----------------------------------------------------------------------------
@@ -362,106 +373,90 @@ def finetune(config):
     kind, _, _, task_labels, metric = TASKS[config.task]
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(config.seed)
-    out_dir = Path(config.out_dir)
     gpt_config, state, tokenizer, previous = load_start(config.init_from)
     if config.zero_shot:
-        return zero_shot(config, GPT.from_checkpoint_dict({"config": gpt_config, "model": state}).to(device),
-                         tokenizer, device)
-    same_task = previous is not None and previous["task"] == config.task
+        return zero_shot(config, GPT.from_checkpoint_dict({"config": gpt_config, "model": state}).to(device), tokenizer)
+    same_task = previous is not None and previous["task"] == config.task  # continue with its head
     labels = None if task_labels is None else list(previous["labels"] if same_task else task_labels)
     if not config.data and not (same_task and config.predict):
         raise ValueError("--data is needed to train; to only --predict, --init-from a finetune.py checkpoint of this task")
-    train_examples = dev_examples = []
-    if config.data:
-        train_file, dev_file = split_files(config.task, config.data)
-        train_examples = read_examples(train_file, config.task, labels, config.skip_bad_rows)
-        if config.task == "rocstories":  # GPT-1 trained on the validation stories: a seeded split of them
-            n_train, n_dev, seed = ROCSTORIES_SPLIT
-            random.Random(seed).shuffle(train_examples)
-            train_examples, dev_examples = train_examples[:n_train], train_examples[n_train:n_train + n_dev]
-        elif dev_file.is_file():
-            dev_examples = read_examples(dev_file, config.task, labels, config.skip_bad_rows)
-        if config.max_train_rows:
-            train_examples = random.Random(config.seed).sample(train_examples, min(config.max_train_rows, len(train_examples)))
-    n_outputs = 1 if labels is None else len(labels)  # one score: per choice, or a similarity
+    train_examples, dev_examples = task_examples(config, labels) if config.data else ([], [])
+    if config.max_train_rows:
+        train_examples = random.Random(config.seed).sample(train_examples, min(config.max_train_rows, len(train_examples)))
 
     tokenizer = add_task_tokens(tokenizer, gpt_config, state)
     gpt = GPT(GPTConfig(**{**gpt_config, "dropout": config.dropout}))
     gpt.load_state_dict(state)
+    n_outputs = 1 if labels is None else len(labels)  # one score: per choice, or of similarity
     model = TaskModel(gpt, kind, n_outputs, config.dropout).to(device)
     if same_task:
         model.head.load_state_dict(previous["head"])
-    block_size = gpt.config.block_size
-    print(f"model: {gpt.num_params() / 1e6:.2f}M parameters from {config.init_from}; task {config.task} "
-          f"({kind}, {n_outputs} outputs); {len(train_examples)} training and {len(dev_examples)} dev examples")
-    encode = lambda examples: [(transform(tokenizer, kind, inputs, block_size), label) for inputs, label in examples]
+    print(f"model: {gpt.num_params() / 1e6:.2f}M parameters from {config.init_from}; {config.task} ({kind}, "
+          f"{n_outputs} outputs); {len(train_examples)} training and {len(dev_examples)} dev examples")
+    encode = lambda examples: [(transform(tokenizer, kind, inputs, gpt.config.block_size), label)
+                               for inputs, label in examples]
     train_set, dev_set = encode(train_examples), encode(dev_examples)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if train_set:
+        train(config, model, train_set, dev_set, metric, lambda epoch, scores: {
+            "model": gpt.state_dict(), "config": dataclasses.asdict(gpt.config), "head": model.head.state_dict(),
+            "tokenizer": tokenizer.dumps(), "task": config.task, "labels": labels,
+            "finetune_config": dataclasses.asdict(config), "epoch": epoch, "metrics": scores}, device)
+        best = torch.load(out_dir / "best.pt", map_location=device, weights_only=True)
+        gpt.load_state_dict(best["model"])  # --predict labels with the best epoch's model
+        model.head.load_state_dict(best["head"])
+    if config.predict:
+        examples = read_examples(config.predict, config.task, list(labels or []), config.skip_bad_rows, need_labels=False)
+        answers = predict(model, encode(examples), config.batch_size, device)
+        path = out_dir / f"{Path(config.predict).stem}_predictions.tsv"
+        name = lambda a: f"{a:.4f}" if labels is None and kind != "multiple-choice" else labels[a] if labels else str(a)
+        path.write_text("index\tprediction\n" + "".join(f"{i}\t{name(a)}\n" for i, a in enumerate(answers)))
+        print(f"wrote {len(answers)} predictions to {path} (GLUE's format: row index, predicted label)")
 
-    def checkpoint_state(epoch, scores):
-        return {"model": gpt.state_dict(), "config": dataclasses.asdict(gpt.config), "head": model.head.state_dict(),
-                "tokenizer": tokenizer.dumps(), "task": config.task, "labels": labels,
-                "finetune_config": dataclasses.asdict(config), "epoch": epoch, "metrics": scores}
 
+def train(config, model, train_set, dev_set, metric, checkpoint_state, device):
+    """AdamW on L3, evaluating on the dev set after every epoch and keeping the best as best.pt."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
                                    {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                                  lr=config.learning_rate, betas=(0.9, 0.999))
-    steps_per_epoch = -(-len(train_set) // config.batch_size)
-    total_steps, step, best = config.epochs * steps_per_epoch, 0, None
+                                  lr=config.learning_rate)
+    total_steps, step, best = config.epochs * -(-len(train_set) // config.batch_size), 0, None
     generator = torch.Generator().manual_seed(config.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(out_dir / "log.jsonl", "w") if train_set else None
-    start_time = time.time()
-    for epoch in range(1, config.epochs + 1 if train_set else 1):
-        order = torch.randperm(len(train_set), generator=generator).tolist()
-        for i in range(0, len(order), config.batch_size):
-            lr = learning_rate(step, total_steps, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            idx, extract, targets, labels_batch = make_batch([train_set[j] for j in order[i:i + config.batch_size]], device)
-            _, (loss, task_loss, lm_loss) = model(idx, extract, targets, labels_batch, config.lm_coef)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step % config.log_interval == 0 or step == total_steps:
-                elapsed = time.time() - start_time
-                print(f"step {step}/{total_steps} | loss {loss.item():.4f} (task {task_loss.item():.4f}, "
-                      f"LM {lm_loss.item():.4f}) | lr {lr:.2e} | {elapsed / 60:.1f} min, "
-                      f"ETA {elapsed / step * (total_steps - step) / 60:.1f} min")
-                log_file.write(json.dumps({"step": step, "loss": loss.item(), "task_loss": task_loss.item(),
-                                           "lm_loss": lm_loss.item(), "lr": lr}) + "\n")
-        scores = {}
-        if dev_set:
-            scores = metrics(predict(model, dev_set, config.batch_size, device), [l for _, l in dev_set], metric)
-            print(f"eval epoch {epoch}: " + ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
-            log_file.write(json.dumps({"step": step, "epoch": epoch, **scores}) + "\n")
-        log_file.flush()
-        if best is None or not scores or scores[next(iter(scores))] > best:  # no dev set: keep the last
-            best = scores[next(iter(scores))] if scores else None
-            save_checkpoint(out_dir / "best.pt", checkpoint_state(epoch, scores))
-            print(f"saved {out_dir / 'best.pt'}")
-    if config.predict:
-        if train_set:  # label with the best epoch's model
-            best_state = torch.load(out_dir / "best.pt", map_location=device, weights_only=True)
-            gpt.load_state_dict(best_state["model"])
-            model.head.load_state_dict(best_state["head"])
-        write_predictions(config, model, tokenizer, labels, device)
-
-
-def write_predictions(config, model, tokenizer, labels, device):
-    """One line per row of the --predict file: its index and the predicted label (GLUE's format)."""
-    kind = TASKS[config.task][0]
-    examples = read_examples(config.predict, config.task, labels, config.skip_bad_rows)
-    encoded = [(transform(tokenizer, kind, inputs, model.gpt.config.block_size), label) for inputs, label in examples]
-    answers = predict(model, encoded, config.batch_size, device)
-    path = Path(config.out_dir) / f"{Path(config.predict).stem}_predictions.tsv"
-    names = (lambda a: f"{a:.4f}") if labels is None and kind != "multiple-choice" else \
-        (lambda a: str(a)) if kind == "multiple-choice" else (lambda a: labels[a])
-    path.write_text("index\tprediction\n" + "".join(f"{i}\t{names(a)}\n" for i, a in enumerate(answers)))
-    print(f"wrote {len(answers)} predictions to {path}")
+    out_dir, start_time = Path(config.out_dir), time.time()
+    with open(out_dir / "log.jsonl", "w") as log_file:
+        for epoch in range(1, config.epochs + 1):
+            order = torch.randperm(len(train_set), generator=generator).tolist()
+            for i in range(0, len(order), config.batch_size):
+                lr = learning_rate(step, total_steps, config)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                batch = make_batch([train_set[j] for j in order[i:i + config.batch_size]], device)
+                _, (loss, task_loss, lm_loss) = model(*batch, lm_coef=config.lm_coef)
+                loss.backward()
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if step % config.log_interval == 0 or step == total_steps:
+                    elapsed = time.time() - start_time
+                    print(f"step {step}/{total_steps} | loss {loss.item():.4f} (task {task_loss.item():.4f}, "
+                          f"LM {lm_loss.item():.4f}) | lr {lr:.2e} | {elapsed / 60:.1f} min, "
+                          f"ETA {elapsed / step * (total_steps - step) / 60:.1f} min")
+                    log_file.write(json.dumps({"step": step, "loss": loss.item(), "task_loss": task_loss.item(),
+                                               "lm_loss": lm_loss.item(), "lr": lr}) + "\n")
+            scores = {}
+            if dev_set:
+                scores = metrics(predict(model, dev_set, config.batch_size, device), [y for _, y in dev_set], metric)
+                print(f"eval epoch {epoch}: " + ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+                log_file.write(json.dumps({"step": step, "epoch": epoch, **scores}) + "\n")
+            log_file.flush()
+            score = scores.get(next(iter(scores), None))  # the task's main metric; no dev set: keep the last
+            if best is None or score is None or score > best:
+                best = score
+                save_checkpoint(out_dir / "best.pt", checkpoint_state(epoch, scores))
+                print(f"saved {out_dir / 'best.pt'}")
 
 
 # -----------------------------------------------------------------------------
@@ -511,23 +506,19 @@ def zero_shot_answer(gpt, tokenizer, task, inputs):
     return max(range(len(scores)), key=scores.__getitem__)
 
 
-def zero_shot(config, gpt, tokenizer, device):
-    if config.task not in PROMPTS and TASKS[config.task][0] != "multiple-choice":
-        raise ValueError(f"--zero-shot works for multiple choice and for {', '.join(PROMPTS)}, not {config.task}")
+def zero_shot(config, gpt, tokenizer):
+    """Score the dev examples of --data (ROCStories: the same 374 stories as fine-tuning)."""
     kind, _, _, labels, metric = TASKS[config.task]
+    if config.task not in PROMPTS and kind != "multiple-choice":
+        raise ValueError(f"--zero-shot works for multiple choice and for {', '.join(PROMPTS)}, not {config.task}")
     if not config.data:
         raise ValueError("--zero-shot needs --data: its dev examples are scored")
-    _, dev_file = split_files(config.task, config.data)
-    examples = read_examples(dev_file, config.task, None if labels is None else list(labels), config.skip_bad_rows)
-    if config.task == "rocstories":  # the same 374 validation stories as fine-tuning
-        n_train, n_dev, seed = ROCSTORIES_SPLIT
-        random.Random(seed).shuffle(examples)
-        examples = examples[n_train:n_train + n_dev]
+    _, examples = task_examples(config, None if labels is None else list(labels))
     gpt.eval()
     start_time = time.time()
     answers = [zero_shot_answer(gpt, tokenizer, config.task, inputs) for inputs, _ in examples]
     scores = metrics(answers, [label for _, label in examples], metric)
-    print(f"zero-shot on {len(examples)} examples of {dev_file} ({time.time() - start_time:.0f} s): "
+    print(f"zero-shot on {len(examples)} dev examples ({time.time() - start_time:.0f} s): "
           + ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
     return scores
 
