@@ -372,6 +372,7 @@ def finetune(config):
         raise ValueError(f"--task {config.task!r}: choose one of {', '.join(TASKS)}")
     kind, _, _, task_labels, metric = TASKS[config.task]
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
     torch.manual_seed(config.seed)
     gpt_config, state, tokenizer, previous = load_start(config.init_from)
     if config.zero_shot:
@@ -387,6 +388,8 @@ def finetune(config):
     tokenizer = add_task_tokens(tokenizer, gpt_config, state)
     gpt = GPT(GPTConfig(**{**gpt_config, "dropout": config.dropout}))
     gpt.load_state_dict(state)
+    if labels is not None and len(labels) < 2:
+        raise ValueError(f"{config.data}: the training file has one label only ({labels}); a classifier needs two or more")
     n_outputs = 1 if labels is None else len(labels)  # one score: per choice, or of similarity
     model = TaskModel(gpt, kind, n_outputs, config.dropout).to(device)
     if same_task:
@@ -485,11 +488,8 @@ def log_likelihoods(gpt, prompt, continuations):
         continuation = continuation[:block_size - 1]
         sequences.append(prompt[-(block_size - len(continuation)):] + continuation)
         starts.append(len(sequences[-1]) - len(continuation))
-    T = max(map(len, sequences))
-    idx = torch.zeros(len(sequences), T, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        idx[row, :len(sequence)] = torch.tensor(sequence)
-    log_probs = F.log_softmax(gpt(idx.to(next(gpt.parameters()).device))[0].float(), dim=-1)
+    idx = make_batch([(sequences, None)], next(gpt.parameters()).device)[0][0]  # padded at the end
+    log_probs = F.log_softmax(gpt(idx)[0].float(), dim=-1)
     return [sum(log_probs[row, t - 1, sequence[t]].item() for t in range(start, len(sequence)))
             for row, (sequence, start) in enumerate(zip(sequences, starts))]
 
@@ -542,6 +542,8 @@ def main(argv=None):
         return finetune(parse_args(argv))
     except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:  # best.pt, written after each epoch, is whole
+        sys.exit("interrupted: best.pt holds the best epoch finished so far")
 
 
 if __name__ == "__main__":
