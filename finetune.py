@@ -28,7 +28,7 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,11 +37,7 @@ import torch.nn.functional as F
 
 from bpe import Tokenizer, load_tokenizer
 from gpt import GPT, GPTConfig
-from train import save_checkpoint
-
-
-def flag(default, help):
-    return field(default=default, metadata={"help": help})
+from train import flag, save_checkpoint
 
 
 @dataclass
@@ -85,9 +81,7 @@ TASKS = {  # name: (kind, input columns, label column, label values (None: a sco
     "custom-similarity": ("similarity", ["a", "b"], "label", [], "accuracy"),
     "custom-multiple-choice": ("multiple-choice", ["context", "choices"], "label", None, "accuracy"),
 }
-# CoLA's train and dev files have no header line; every other GLUE file has one.
-COLA_COLUMNS = ["source", "label", "original_label", "sentence"]
-ROCSTORIES_SEED = 3535999445  # finetune-transformer-lm's seed for its train / validation split
+COLA_COLUMNS = ["source", "label", "original_label", "sentence"]  # CoLA's train and dev have no header
 
 
 def read_records(path, task):
@@ -159,11 +153,8 @@ def parse_label(label, labels, kind, n_choices, task):
         if not label.isdigit() or int(label) >= n_choices:
             raise ValueError(f"label {label!r} is not the index of one of the {n_choices} choices")
         return int(label)
-    if labels is None:  # a similarity score (STS-B: 0 to 5)
-        try:
-            return float(label)
-        except ValueError:
-            raise ValueError(f"label {label!r} is not a number") from None
+    if labels is None:  # a similarity score (STS-B: 0 to 5); float() names a bad one
+        return float(label)
     if task.startswith("custom-") and label not in labels:
         labels.append(label)  # custom tasks: the classes are the labels seen in the training file
     if label not in labels:
@@ -179,7 +170,7 @@ def task_examples(config, labels):
     data = Path(config.data)
     if config.task == "rocstories":
         stories = read_examples(data, config.task, labels, config.skip_bad_rows)
-        random.Random(ROCSTORIES_SEED).shuffle(stories)
+        random.Random(3535999445).shuffle(stories)  # finetune-transformer-lm's seed
         return stories[:1497], stories[1497:]
     if not data.is_dir():
         raise ValueError(f"--data {data}: expected a folder with the train and dev files of --task {config.task}")
@@ -221,7 +212,7 @@ def fit(first, second, room):
     its beginning, so the answer stays whole and next to the words just before it; the second is
     only cut (at its end) when it alone is longer than the room."""
     second = second[:room]
-    return first[max(0, len(first) - (room - len(second))):] if room > len(second) else [], second
+    return first[max(0, len(first) - (room - len(second))):], second
 
 
 def add_task_tokens(tokenizer, config, state):
@@ -254,8 +245,8 @@ def make_batch(examples, device):
             targets[b, s, :len(sequence) - 1] = torch.tensor(sequence[1:])
             extract[b, s] = len(sequence) - 1
     labels = [label for _, label in examples]
-    labels = None if None in labels else torch.tensor(labels)
-    return idx.to(device), extract.to(device), targets.to(device), labels if labels is None else labels.to(device)
+    labels = None if None in labels else torch.tensor(labels, device=device)
+    return idx.to(device), extract.to(device), targets.to(device), labels
 
 
 # -----------------------------------------------------------------------------
@@ -276,17 +267,17 @@ class TaskModel(nn.Module):
         scores, and with labels the losses (L3, L2, L1)."""
         B, S, T = idx.shape
         hidden = self.gpt.hidden_states(idx.view(B * S, T))
-        h = hidden[torch.arange(B * S), extract.view(-1)].view(B, S, -1)
+        h = hidden[torch.arange(B * S, device=idx.device), extract.view(-1)].view(B, S, -1)  # at [extract]
         if self.kind == "multiple-choice":  # one score per choice, a softmax over the choices
             logits = self.head(self.dropout(h)).squeeze(-1)
-        else:  # similarity: the two orders' states added, so the order does not matter
+        else:  # one sequence; or a similarity pair's two orders, added: the order does not matter
             logits = self.head(self.dropout(h.sum(dim=1)))
         if labels is None:
             return logits, None
         if labels.is_floating_point():  # a similarity score (STS-B): regression
             task_loss = F.mse_loss(logits.squeeze(-1), labels)
         else:
-            task_loss = F.cross_entropy(logits, labels)  # L2 = Σ log P(y | x¹..xᵐ), as a mean
+            task_loss = F.cross_entropy(logits, labels)  # -L2, L2 = Σ log P(y | x¹..xᵐ), per example
         lm_loss = torch.zeros((), device=idx.device)
         if lm_coef:  # L1 on the same sequences, averaged over the real tokens (section 3.2)
             lm_logits = self.gpt.lm_head(hidden)
@@ -511,8 +502,6 @@ def zero_shot(config, gpt, tokenizer):
     kind, _, _, labels, metric = TASKS[config.task]
     if config.task not in PROMPTS and kind != "multiple-choice":
         raise ValueError(f"--zero-shot works for multiple choice and for {', '.join(PROMPTS)}, not {config.task}")
-    if not config.data:
-        raise ValueError("--zero-shot needs --data: its dev examples are scored")
     _, examples = task_examples(config, None if labels is None else list(labels))
     gpt.eval()
     start_time = time.time()
