@@ -56,7 +56,7 @@ class FinetuneConfig:  # the defaults are GPT-1's (section 4.1, "Fine-tuning det
     grad_clip: float = flag(1.0, "clip the gradient norm to this; 0: off")
     max_train_rows: int = flag(0, "train on a random subset of this many rows; 0: all")
     skip_bad_rows: bool = flag(False, "skip malformed rows (and count them) instead of stopping")
-    predict: str = flag("", "a file of rows (e.g. test.tsv) to label with the best model")
+    predict: str = flag("", "a file of rows (e.g. test.tsv) to label with the best model (a choice: its index from 0)")
     zero_shot: bool = flag(False, "no training: score label words or choices by the LM's likelihood")
     device: str = flag("", "cuda, mps or cpu; empty: the best available")
     seed: int = flag(1337, "random seed")
@@ -401,7 +401,8 @@ def finetune(config):
         gpt.load_state_dict(best["model"])  # --predict labels with the best epoch's model
         model.head.load_state_dict(best["head"])
     if config.predict:
-        examples = read_examples(config.predict, config.task, list(labels or []), config.skip_bad_rows, need_labels=False)
+        examples = read_examples(config.predict, config.task, None if labels is None else list(labels),
+                                 config.skip_bad_rows, need_labels=False)
         answers = predict(model, encode(examples), config.batch_size, device)
         path = out_dir / f"{Path(config.predict).stem}_predictions.tsv"
         name = lambda a: f"{a:.4f}" if labels is None and kind != "multiple-choice" else labels[a] if labels else str(a)
