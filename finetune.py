@@ -126,9 +126,11 @@ def read_examples(path, task, labels, skip_bad_rows=False, need_labels=True, log
             if not isinstance(record, dict) or any(column not in record for column in columns):
                 raise ValueError(f"expected the fields {columns}")
             inputs = [record[column] for column in columns]
-            texts = inputs[:1] + (inputs[1] if kind == "multiple-choice" and isinstance(inputs[1], list) else inputs[1:])
+            if kind == "multiple-choice" and not isinstance(inputs[1], list):
+                raise ValueError(f"{columns[1]!r} must be a list of answers")
+            texts = [inputs[0], *inputs[1]] if kind == "multiple-choice" else inputs
             if not all(isinstance(text, str) and text.strip() for text in texts):
-                raise ValueError("empty or missing text" + (", or choices not a list" if kind == "multiple-choice" else ""))
+                raise ValueError("empty or missing text")
             if kind == "multiple-choice" and examples and len(texts) - 1 != len(examples[0][0][1]):
                 raise ValueError(f"{len(texts) - 1} choices, the first row has {len(examples[0][0][1])}")
             label = record.get(label_column)
@@ -140,7 +142,8 @@ def read_examples(path, task, labels, skip_bad_rows=False, need_labels=True, log
         except ValueError as error:
             bad.append(f"{path}: line {line}: {error}")
     if bad and not skip_bad_rows:
-        raise ValueError(f"{bad[0]} (and {len(bad) - 1} more); fix the file or use --skip-bad-rows")
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ValueError(f"{bad[0]}{more}; fix the file or use --skip-bad-rows")
     if bad:
         log(f"data: skipped {len(bad)} malformed rows of {path}, the first: {bad[0]}")
     if not examples:
