@@ -82,7 +82,7 @@ class TrainConfig:
 # The settings left at 0 or "" above depend on the machine: the default run takes about ten minutes
 # on a 2-core CPU, and on a GPU with the 124M GPT-2 in bfloat16.
 DEVICE_DEFAULTS = {
-    "cpu": dict(model="gpt-micro", block_size=256, batch_size=16, max_iters=1000, learning_rate=1e-3),
+    "cpu": dict(model="gpt-micro", block_size=256, batch_size=16, max_iters=1000, learning_rate=3e-3),
     "mps": dict(model="gpt-mini", block_size=256, batch_size=16, max_iters=2000, learning_rate=1e-3),
     # about 157M tokens: ~6 minutes at 50% MFU on an H100/H200 (estimated, not yet measured here);
     # the built-in corpus is only ~3M tokens, so dropout keeps the many passes over it from overfitting
