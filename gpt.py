@@ -96,8 +96,8 @@ def attend(q, k, v, backend="auto", dropout=0.0):
         att = att.masked_fill(~allowed, float("-inf"))
         att = F.dropout(F.softmax(att, dim=-1), p=dropout)
         return att @ v
-    if backend == "triton" and past == 0:  # the kernel's causal mask assumes no cache (T_q == T_k)
-        return triton_attention(q, k, v, dropout)
+    if backend == "triton" and past == 0 and dropout == 0:  # no cache (T_q == T_k), no attention dropout
+        return triton_attention(q, k, v)
     if backend in ("sdpa", "triton"):
         # is_causal=True aligns the mask at the top-left corner: right only without a cache.
         if past == 0:
@@ -127,12 +127,11 @@ def _import_kernels():
     return SimpleNamespace(flash_attention=flash_attention.flash_attention, layer_norm=layer_norm.layer_norm)
 
 
-def triton_attention(q, k, v, dropout):
-    """Causal flash attention from kernels/flash_attention.py (FlashAttention-2 in Triton)."""
+def triton_attention(q, k, v):
+    """Causal flash attention from kernels/flash_attention.py (FlashAttention-2 in Triton). It has no
+    attention dropout and no offset mask: with either, attend() uses PyTorch's SDPA instead."""
     if not q.is_cuda or triton_kernels() is None:
         raise RuntimeError("attention='triton' needs a CUDA GPU and the triton package; use attention='sdpa'")
-    if dropout > 0:
-        raise RuntimeError("the triton kernel has no attention dropout; set dropout=0 or use 'sdpa'")
     return triton_kernels().flash_attention(q, k, v, causal=True)
 
 

@@ -99,6 +99,14 @@ def test_unknown_backend_is_a_clear_error():
     q = torch.randn(1, 1, 2, 4)
     with pytest.raises(ValueError, match="unknown attention backend"):
         attend(q, q, q, "flash")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+            attend(q, q, q, "triton")
+    # where the kernel does not apply (attention dropout), "triton" falls back to SDPA
+    torch.manual_seed(0)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, q, q, dropout_p=0.5, is_causal=True)
+    torch.manual_seed(0)
+    torch.testing.assert_close(attend(q, q, q, "triton", dropout=0.5), expected)
 
 
 @pytest.mark.cuda

@@ -4,6 +4,7 @@ DistributedDataParallel equivalence, and the one-line errors users get for bad i
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,36 @@ def test_broken_checkpoints_give_one_line_errors_and_stay_untouched(tmp_path, co
         assert checkpoint.read_bytes() == broken  # left as it was
     checkpoint.unlink()
     assert_one_line_error(cli(*common, cwd=tmp_path), "no checkpoint")
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, corpus):
+    command = [sys.executable, "-u", str(ROOT / "train.py"), "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"),
+               "--out-dir", str(tmp_path / "out"), *TINY, "--max-iters", "100000", "--eval-interval", "100000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("step 3/"):
+            process.send_signal(signal.SIGINT)
+            break
+    output = process.stdout.read()
+    assert process.wait(timeout=60) == 130, process.stderr.read()
+    assert "interrupted: saved" in output
+    checkpoint = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    assert checkpoint["step"] >= 3
+
+
+def test_init_from_gpt2_weights(tmp_path, corpus):
+    """Continued pretraining from a Hugging Face GPT-2 folder (a tiny random one, with GPT-2's vocabulary)."""
+    transformers = pytest.importorskip("transformers")
+    vocabulary = ROOT.parent / "shared" / "data" / "gpt2"
+    if not (vocabulary / "encoder.json").is_file():
+        pytest.skip(f"GPT-2 vocabulary files not found in {vocabulary} (../shared/data)")
+    folder = tmp_path / "gpt2-tiny"
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=64, vocab_size=50257)
+    transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    (folder / "vocab.json").write_bytes((vocabulary / "encoder.json").read_bytes())
+    (folder / "merges.txt").write_bytes((vocabulary / "vocab.bpe").read_bytes())
+    log = run(tmp_path, corpus, "--init-from", f"gpt2:{folder}", "--max-iters", "3", "--eval-interval", "3")
+    assert [step for step, _ in losses(log)] == [1, 2, 3]
+    checkpoint = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    assert checkpoint["config"]["vocab_size"] == 50257 and checkpoint["config"]["n_embd"] == 16
+    assert Tokenizer.loads(checkpoint["tokenizer"]).encode("Hello world") == [15496, 995]
