@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from bpe import Tokenizer, load_tokenizer
 from gpt import GPT, GPTConfig
-from train import flag, save_checkpoint
+from train import add_flags, flag, save_checkpoint
 
 
 @dataclass
@@ -521,20 +521,14 @@ def zero_shot(config, gpt, tokenizer):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(FinetuneConfig):
-        name, help = f"--{f.name.replace('_', '-')}", f"{f.metadata['help']} (default: {f.default!r})"
-        if f.type is bool or f.type == "bool":
-            parser.add_argument(name, action=argparse.BooleanOptionalAction, default=f.default, help=help)
-        else:
-            parser.add_argument(name, type=type(f.default), default=f.default, help=help)
-    return FinetuneConfig(**vars(parser.parse_args(argv)))
+    return FinetuneConfig(**vars(add_flags(parser, FinetuneConfig).parse_args(argv)))
 
 
 def main(argv=None):
     try:
         return finetune(parse_args(argv))
     except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
-        sys.exit(f"error: {error}")
+        sys.exit("error: " + (str(error).strip().splitlines() or [type(error).__name__])[0])
     except KeyboardInterrupt:  # best.pt, written after each epoch, is whole
         sys.exit("interrupted: best.pt holds the best epoch finished so far")
 

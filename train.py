@@ -491,6 +491,19 @@ def plot_losses(log_file: Path, png: Path):
 # -----------------------------------------------------------------------------
 # Command line: one flag per TrainConfig field; --config FILE.json sets defaults for a recipe
 
+def add_flags(parser, settings_class, defaults=None):
+    """One --flag per field of a settings dataclass, its help showing the default. A flag left out
+    stays out of the parsed namespace (argparse.SUPPRESS): the caller sees what was asked for."""
+    for f in dataclasses.fields(settings_class):
+        default = (defaults or {}).get(f.name, f.default)
+        name, help = f"--{f.name.replace('_', '-')}", f"{f.metadata['help']} (default: {default!r})"
+        if f.type is bool or f.type == "bool":
+            parser.add_argument(name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help)
+        else:
+            parser.add_argument(name, type=type(f.default), default=argparse.SUPPRESS, help=help)
+    return parser
+
+
 def parse_args(argv=None):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", type=Path, help="a JSON file of settings (a recipe); flags given on the command line win")
@@ -504,14 +517,7 @@ def parse_args(argv=None):
         if unknown := set(recipe) - {f.name for f in dataclasses.fields(TrainConfig)}:
             raise ValueError(f"--config {known.config}: unknown settings {sorted(unknown)}")
     parser = argparse.ArgumentParser(description=__doc__, parents=[pre], formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(TrainConfig):
-        default = recipe.get(f.name, f.default)
-        help = f"{f.metadata['help']} (default: {default!r})"
-        if f.type is bool or f.type == "bool":
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help)
-        else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=argparse.SUPPRESS, help=help)
-    given = vars(parser.parse_args(argv))
+    given = vars(add_flags(parser, TrainConfig, recipe).parse_args(argv))
     given.pop("config", None)
     values = {**recipe, **given}
     return TrainConfig(**values), set(values)  # the settings, and which ones were asked for
