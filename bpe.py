@@ -347,6 +347,14 @@ class Tokenizer:
         special = {token: i for token, i in encoder.items() if i >= 256 + len(merges)}
         return cls(merges, pattern=GPT2_PATTERN, special_tokens=special, byte_ids=byte_ids)
 
+    def with_special_tokens(self, tokens):
+        """A copy with more special tokens, numbered from vocab_size on (GPT-1's fine-tuning adds
+        its start, delimiter and extract tokens this way); tokens it already has keep their ids."""
+        new = [t for t in dict.fromkeys(tokens) if t not in self.special_tokens]
+        added = {t: self.vocab_size + i for i, t in enumerate(new)}
+        return Tokenizer(self.merges, pattern=self.pattern, special_tokens={**self.special_tokens, **added},
+                         byte_ids=self.byte_ids)
+
     def dumps(self) -> str:
         """The tokenizer as readable text: the pattern, special tokens, byte ids, then one merge per
         line in rank order, as ids followed by the two parts in GPT-2's printable byte alphabet."""

@@ -281,6 +281,16 @@ class GPT(nn.Module):
         every position are kept there, so the next call only feeds the new tokens: idx is then
         the continuation of what the cache has seen, at positions past .. past + T - 1.
         """
+        logits = self.lm_head(self.hidden_states(idx, kv_cache=kv_cache))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                   ignore_index=-1)
+        return logits, loss
+
+    def hidden_states(self, idx, *, kv_cache=None):
+        """The final hidden states h_n (B, T, n_embd) that the output layer reads (after ln_f).
+        GPT-1's fine-tuning (section 3.2) puts its task head on them instead."""
         B, T = idx.size()
         past = 0 if kv_cache is None or kv_cache[0] is None else kv_cache[0][0].size(2)
         if past + T > self.config.block_size:
@@ -292,12 +302,7 @@ class GPT(nn.Module):
             x, present = block(x, self.attention, None if kv_cache is None else kv_cache[i])
             if kv_cache is not None:
                 kv_cache[i] = present
-        logits = self.lm_head(self.transformer.ln_f(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
-                                   ignore_index=-1)
-        return logits, loss
+        return self.transformer.ln_f(x)
 
     # -------------------------------------------------------------------------
     # Checkpoints: ours (written by train.py) and Hugging Face's GPT-2 format

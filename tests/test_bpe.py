@@ -177,6 +177,14 @@ def test_several_special_tokens_longest_wins():
     assert ids.count(tokenizer.special_tokens["<|a|>"]) == 1
 
 
+def test_with_special_tokens_numbers_new_tokens_after_the_vocabulary(small):
+    grown = small.with_special_tokens(["<|start|>", "<|delim|>", ENDOFTEXT, "<|start|>"])
+    assert grown.special_tokens == {**small.special_tokens, "<|start|>": 512, "<|delim|>": 513}
+    assert grown.vocab_size == 514 and small.vocab_size == 512  # a new tokenizer; the old one is unchanged
+    assert grown.encode("hi<|delim|>", allowed_special="all") == small.encode_ordinary("hi") + [513]
+    assert Tokenizer.loads(grown.dumps()).special_tokens == grown.special_tokens
+
+
 # ---------------------------------------------------------------- files
 
 def test_save_load_round_trip(small, tmp_path):

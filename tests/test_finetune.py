@@ -1,0 +1,314 @@
+"""Tests for finetune.py: GPT-1's input transformations token by token, the head and the losses
+against hand computations, learning on real GLUE rows, the task readers, the checkpoint round trip,
+zero-shot scoring, and the one-line errors users get for bad input."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import finetune
+from bpe import ENDOFTEXT, Tokenizer
+from finetune import DELIM, EXTRACT, START, TaskModel, make_batch, transform
+from gpt import GPT, GPTConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+GLUE = DATA / "glue"
+ROCSTORIES = DATA / "rocstories" / "cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
+
+
+def needs(path):
+    if not path.exists():
+        pytest.skip(f"{path} not found: the shared data folder (../shared/data) is missing")
+    return path
+
+
+@pytest.fixture(scope="module")
+def pretrained_tokenizer():
+    """A 300-token BPE (<|endoftext|> is 299) trained on this project's README."""
+    return Tokenizer.train((ROOT / "README.md").read_text(encoding="utf-8"), 300, special_tokens=[ENDOFTEXT])
+
+
+@pytest.fixture(scope="module")
+def tokenizer(pretrained_tokenizer):
+    return pretrained_tokenizer.with_special_tokens([START, DELIM, EXTRACT])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, pretrained_tokenizer):
+    """A train.py-style checkpoint of a random tiny GPT, without the task tokens."""
+    torch.manual_seed(0)
+    base = pretrained_tokenizer
+    config = GPTConfig.preset("gpt-nano", vocab_size=base.vocab_size)
+    path = tmp_path_factory.mktemp("pretrained") / "ckpt.pt"
+    torch.save({"model": GPT(config).state_dict(), "config": vars(config), "tokenizer": base.dumps()}, path)
+    return path
+
+
+def tiny_model(tokenizer, kind, n_outputs, dropout=0.0):
+    torch.manual_seed(0)
+    return TaskModel(GPT(GPTConfig.preset("gpt-nano", vocab_size=tokenizer.vocab_size)), kind, n_outputs, dropout)
+
+
+# ---------------------------------------------------------------- input transformations (Figure 1)
+
+def test_each_task_kind_becomes_the_papers_token_sequences(tokenizer):
+    start, delim, extract = 300, 301, 302  # after the 300 tokens of the pretrained vocabulary
+    assert tokenizer.special_tokens == {ENDOFTEXT: 299, START: start, DELIM: delim, EXTRACT: extract}
+    a, b, c = (tokenizer.encode_ordinary(text) for text in ("the model", " reads text", " and <|delim|> tokens"))
+    assert transform(tokenizer, "classification", ["the model"], 64) == [[start, *a, extract]]
+    assert transform(tokenizer, "entailment", ["the model", " reads text"], 64) == [[start, *a, delim, *b, extract]]
+    assert transform(tokenizer, "similarity", ["the model", " reads text"], 64) == [
+        [start, *a, delim, *b, extract], [start, *b, delim, *a, extract]]
+    assert transform(tokenizer, "multiple-choice", ["the model", [" reads text", " and <|delim|> tokens"]], 64) == [
+        [start, *a, delim, *b, extract], [start, *a, delim, *c, extract]]
+    assert delim not in c  # special-token text written by a user is plain text
+
+
+def test_long_inputs_lose_the_start_of_the_context_and_keep_the_answer(tokenizer):
+    context, answer = list(range(100)), list(range(1000, 1010))
+    assert finetune.fit(context, answer, 30) == (list(range(80, 100)), answer)  # the last 20 tokens, next to the answer
+    assert finetune.fit(context, list(range(50)), 30) == ([], list(range(30)))  # an answer alone too long is cut at its end
+    text = "the model reads text " * 40
+    sequences = transform(tokenizer, "multiple-choice", [text, ["short answer", text]], 64)
+    assert all(len(sequence) == 64 for sequence in sequences)
+    assert sequences[0][-len(tokenizer.encode_ordinary("short answer")) - 1:-1] == tokenizer.encode_ordinary("short answer")
+    assert len(transform(tokenizer, "classification", [text], 64)[0]) == 64
+
+
+def test_task_tokens_grow_the_tied_embedding_with_contiguous_ids(checkpoint):
+    saved = torch.load(checkpoint, weights_only=True)
+    config, state = dict(saved["config"]), dict(saved["model"])
+    grown = finetune.add_task_tokens(Tokenizer.loads(saved["tokenizer"]), config, state)
+    assert [grown.special_tokens[t] for t in (START, DELIM, EXTRACT)] == [300, 301, 302] and config["vocab_size"] == 303
+    weight = state["transformer.wte.weight"]
+    assert weight.shape == (303, 64) and torch.equal(weight[:300], saved["model"]["transformer.wte.weight"])
+    assert 0.005 < weight[300:].std() < 0.05  # N(0, 0.02) like the rest
+    gpt = GPT(GPTConfig(**config))
+    gpt.load_state_dict(state)
+    assert gpt.lm_head.weight is gpt.transformer.wte.weight  # still tied
+    assert finetune.add_task_tokens(grown, config, state) is grown  # a second time adds nothing
+
+
+# ---------------------------------------------------------------- the head and the losses
+
+def test_similarity_is_the_same_in_both_orders(tokenizer):
+    model = tiny_model(tokenizer, "similarity", 2).eval()
+    one = [(transform(tokenizer, "similarity", ["the model", "reads text"], 64), 0)]
+    other = [(transform(tokenizer, "similarity", ["reads text", "the model"], 64), 0)]
+    logits, _ = model(*make_batch(one, "cpu")[:2])
+    assert torch.allclose(logits, model(*make_batch(other, "cpu")[:2])[0], atol=1e-6)
+    assert not torch.allclose(model(*make_batch([(one[0][0][:1] * 2, 0)], "cpu")[:2])[0], logits)  # not trivially so
+
+
+@pytest.mark.parametrize("kind", ["entailment", "multiple-choice"])
+def test_combined_loss_equals_its_parts_computed_by_hand(tokenizer, kind):
+    """L3 = L2 + λ·L1 on a padded batch, against one unpadded sequence at a time."""
+    model = tiny_model(tokenizer, kind, 3 if kind == "entailment" else 1).eval()
+    texts = ["the model", "reads text and more text", "GPT", "a longer piece of the readme text here"]
+    inputs = ([[texts[0], texts[1]], [texts[2], texts[3]]] if kind == "entailment" else
+              [[texts[0], [texts[1], texts[2]]], [texts[3], [texts[0], texts[2]]]])
+    examples = [(transform(tokenizer, kind, x, 64), label) for x, label in zip(inputs, [2, 1] if kind == "entailment" else [1, 0])]
+    _, (total, task_loss, lm_loss) = model(*make_batch(examples, "cpu"), lm_coef=0.5)
+
+    lm_sum, lm_count, task_sum = 0.0, 0, 0.0
+    for sequences, label in examples:
+        scores = []
+        for sequence in sequences:
+            hidden = model.gpt.hidden_states(torch.tensor([sequence]))[0]  # (T, C), no padding
+            log_probs = F.log_softmax(model.gpt.lm_head(hidden), dim=-1)
+            lm_sum -= sum(log_probs[t, sequence[t + 1]] for t in range(len(sequence) - 1))
+            lm_count += len(sequence) - 1
+            scores.append(hidden[-1] @ model.head.weight.T + model.head.bias)  # the extract token
+        logits = scores[0] if kind == "entailment" else torch.cat(scores)
+        task_sum -= F.log_softmax(logits, dim=-1)[label]
+    assert task_loss.item() == pytest.approx(task_sum.item() / 2, rel=1e-5)
+    assert lm_loss.item() == pytest.approx(lm_sum.item() / lm_count, rel=1e-5)  # averaged per real token
+    assert total.item() == pytest.approx(task_loss.item() + 0.5 * lm_loss.item(), rel=1e-6)
+    _, (total, task_only, lm_off) = model(*make_batch(examples, "cpu"), lm_coef=0.0)
+    assert total.item() == pytest.approx(task_only.item()) and lm_off.item() == 0
+
+
+def test_regression_uses_mean_squared_error(tokenizer):
+    model = tiny_model(tokenizer, "similarity", 1).eval()
+    examples = [(transform(tokenizer, "similarity", ["the model", "reads"], 64), 3.5)]
+    logits, (_, task_loss, _) = model(*make_batch(examples, "cpu"))
+    assert task_loss.item() == pytest.approx((logits.item() - 3.5) ** 2, rel=1e-5)
+
+
+def test_a_few_steps_on_real_sst2_and_rte_rows_lower_the_loss(tokenizer):
+    for task, kind in (("sst2", "classification"), ("rte", "entailment")):
+        rows = finetune.read_examples(needs(GLUE / task.upper().replace("SST2", "SST-2") / "train.tsv"), task,
+                                      list(finetune.TASKS[task][3]))[:16]
+        batch = make_batch([(transform(tokenizer, kind, x, 64), y) for x, y in rows], "cpu")
+        model = tiny_model(tokenizer, kind, 2, dropout=0.1)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        losses = []
+        for _ in range(15):
+            _, (loss, _, _) = model(*batch, lm_coef=0.5)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+        assert losses[-1] < 0.8 * losses[0], (task, losses)
+
+
+# ---------------------------------------------------------------- training, checkpoints, predictions
+
+def test_learning_rate_warms_up_then_decays_linearly_to_zero():
+    config = finetune.FinetuneConfig(learning_rate=1e-3, warmup=0.02)
+    rates = [finetune.learning_rate(step, 1000, config) for step in range(1000)]
+    assert rates[0] == pytest.approx(5e-5) and rates[19] == pytest.approx(1e-3)
+    assert rates[20] == pytest.approx(1e-3) and rates[510] == pytest.approx(0.5e-3) and rates[-1] == pytest.approx(1e-3 / 980)
+
+
+def test_finetune_keeps_the_best_checkpoint_which_predicts_again(tmp_path, checkpoint):
+    glue = tmp_path / "SST-2"
+    glue.mkdir()
+    lines = needs(GLUE / "SST-2" / "train.tsv").read_text(encoding="utf-8").splitlines()
+    (glue / "train.tsv").write_text("\n".join(lines[:97]) + "\n", encoding="utf-8")
+    (glue / "dev.tsv").write_text("\n".join(lines[:1] + lines[97:137]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    finetune.main(["--task", "sst2", "--data", str(glue), "--init-from", str(checkpoint), "--out-dir", str(out),
+                   "--epochs", "2", "--batch-size", "16", "--learning-rate", "1e-3", "--device", "cpu"])
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    evaluations = [entry for entry in log if "accuracy" in entry]
+    assert [entry["epoch"] for entry in evaluations] == [1, 2] and log[-2]["step"] == 12  # 2 epochs of 6 steps
+    best = torch.load(out / "best.pt", weights_only=True)  # plain tensors and strings
+    assert best["task"] == "sst2" and best["labels"] == ["0", "1"] and best["config"]["vocab_size"] == 303
+    assert best["metrics"]["accuracy"] == max(entry["accuracy"] for entry in evaluations)
+
+    finetune.main(["--task", "sst2", "--init-from", str(out / "best.pt"), "--out-dir", str(tmp_path / "again"),
+                   "--predict", str(glue / "dev.tsv"), "--device", "cpu"])
+    predictions = (tmp_path / "again" / "dev_predictions.tsv").read_text().splitlines()
+    labels = [line.split("\t")[1] for line in lines[97:137]]
+    assert predictions[0] == "index\tprediction" and len(predictions) == 41
+    accuracy = sum(p.split("\t")[1] == y for p, y in zip(predictions[1:], labels)) / 40
+    assert accuracy == pytest.approx(best["metrics"]["accuracy"])  # the same model, read back
+
+
+# ---------------------------------------------------------------- metrics
+
+def test_metrics_against_hand_computations():
+    answers, labels = [1, 1, 0, 0, 1, 0, 1, 1], [1, 0, 0, 1, 1, 0, 1, 0]  # tp 3, fp 2, fn 1, tn 2
+    assert finetune.metrics(answers, labels, "f1") == pytest.approx({"f1": 6 / 9, "accuracy": 5 / 8})
+    assert finetune.metrics(answers, labels, "matthews")["matthews"] == pytest.approx((3 * 2 - 2 * 1) / math.sqrt(5 * 4 * 4 * 3))
+    x, y = [1.0, 2.0, 2.0, 5.0, 3.0], [2.0, 1.0, 4.0, 4.0, 5.0]
+    mx, my = sum(x) / 5, sum(y) / 5
+    pearson = sum((a - mx) * (b - my) for a, b in zip(x, y)) / math.sqrt(sum((a - mx) ** 2 for a in x) * sum((b - my) ** 2 for b in y))
+    rank_x, rank_y = [0, 1.5, 1.5, 4, 3], [1, 0, 2.5, 2.5, 4]  # ties share their average rank
+    scores = finetune.metrics(x, y, "pearson")
+    assert scores["pearson"] == pytest.approx(pearson)
+    assert scores["spearman"] == pytest.approx(finetune.pearson(torch.tensor(rank_x), torch.tensor(rank_y)))
+    assert finetune.ranks(torch.tensor(x)).tolist() == rank_x
+
+
+# ---------------------------------------------------------------- readers
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_glue_layouts_of_the_tasks_not_in_shared_data(tmp_path):
+    cola = write(tmp_path / "cola.tsv", "gj04\t1\t\tThe boy ran .\ngj04\t0\t*\tRan boy the .\n")  # no header
+    assert finetune.read_examples(cola, "cola", ["0", "1"]) == [(["The boy ran ."], 1), (["Ran boy the ."], 0)]
+    cola_test = write(tmp_path / "cola_test.tsv", "index\tsentence\n0\tThe boy ran .\n")
+    assert finetune.read_examples(cola_test, "cola", ["0", "1"], need_labels=False) == [(["The boy ran ."], None)]
+    stsb = write(tmp_path / "stsb.tsv", "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+                                        "0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\tAn air plane is taking off.\t5.000\n")
+    assert finetune.read_examples(stsb, "stsb", None) == [(["A plane is taking off.", "An air plane is taking off."], 5.0)]
+    mnli = write(tmp_path / "MNLI" / "dev_matched.tsv", "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
+                 "sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label\n"
+                 "0\t1\t1n\tfiction\t(x)\t(y)\t(X)\t(Y)\tThe cat sat.\tA cat sat.\tentailment\tentailment\tneutral\tentailment\tentailment\tentailment\n")
+    write(tmp_path / "MNLI" / "train.tsv", mnli.read_text())
+    train, dev = finetune.task_examples(finetune.FinetuneConfig(task="mnli", data=str(tmp_path / "MNLI")), ["contradiction", "entailment", "neutral"])
+    assert train == dev == [(["The cat sat.", "A cat sat."], 1)]
+    qnli = write(tmp_path / "qnli.tsv", "index\tquestion\tsentence\tlabel\n0\tWho?\t\"Me\", he said.\tnot_entailment\n")
+    assert finetune.read_examples(qnli, "qnli", ["entailment", "not_entailment"]) == [(["Who?", '"Me", he said.'], 1)]
+    qqp = write(tmp_path / "qqp.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n7\t1\t2\tWhy?\tHow?\t0\n")
+    assert finetune.read_examples(qqp, "qqp", ["0", "1"]) == [(["Why?", "How?"], 0)]
+
+
+def test_real_mrpc_rte_and_rocstories_files():
+    mrpc = finetune.read_examples(needs(GLUE / "MRPC" / "dev.tsv"), "mrpc", ["0", "1"])  # header with a BOM
+    assert len(mrpc) == 408 and sum(label for _, label in mrpc) == 279
+    rte = finetune.read_examples(needs(GLUE / "RTE" / "dev.tsv"), "rte", ["entailment", "not_entailment"])
+    assert len(rte) == 277 and sum(label == 0 for _, label in rte) == 146
+    train, dev = finetune.task_examples(finetune.FinetuneConfig(task="rocstories", data=str(needs(ROCSTORIES))), None)
+    assert len(train) == 1497 and len(dev) == 374  # finetune-transformer-lm's split sizes
+    (context, choices), label = dev[0]
+    assert context.count(".") >= 4 and len(choices) == 2 and label in (0, 1)
+
+
+def test_custom_jsonl_of_each_kind(tmp_path):
+    rows = {"custom-classification": {"text": "good", "label": "positive"},
+            "custom-entailment": {"premise": "It rains.", "hypothesis": "It is wet.", "label": "yes"},
+            "custom-similarity": {"a": "hi", "b": "hello", "label": 1},
+            "custom-multiple-choice": {"context": "Pick one.", "choices": ["a", "b", "c"], "label": 2}}
+    for task, row in rows.items():
+        labels = None if task.endswith("choice") else []
+        examples = finetune.read_examples(write(tmp_path / f"{task}.jsonl", json.dumps(row) + "\n"), task, labels)
+        assert examples[0][1] == (2 if labels is None else 0) and labels in (None, [str(row["label"])])
+
+
+# ---------------------------------------------------------------- zero-shot (GPT-2 section 3)
+
+def test_zero_shot_score_is_the_summed_log_probability_of_the_answer(tokenizer):
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig.preset("gpt-nano", vocab_size=tokenizer.vocab_size)).eval()
+    prompt = tokenizer.encode_ordinary("the model reads text\nSentiment:")
+    answers = [tokenizer.encode_ordinary(" positive"), tokenizer.encode_ordinary(" the text and the model")]
+    scores = finetune.log_likelihoods(gpt, prompt, answers)
+    for answer, score in zip(answers, scores):
+        sequence = prompt + answer
+        logits, _ = gpt(torch.tensor([sequence]))
+        probabilities = torch.softmax(logits[0].double(), dim=-1)
+        by_hand = sum(math.log(probabilities[t - 1, sequence[t]].item()) for t in range(len(prompt), len(sequence)))
+        assert score == pytest.approx(by_hand, abs=1e-4)
+    assert finetune.zero_shot_answer(gpt, tokenizer, "sst2", ["the model reads text"]) == \
+        max((0, 1), key=lambda k: finetune.log_likelihoods(gpt, prompt, [tokenizer.encode_ordinary([" negative", " positive"][k])])[0])
+
+
+def test_zero_shot_runs_on_rte_dev(checkpoint, capsys):
+    scores = finetune.main(["--task", "rte", "--data", str(needs(GLUE / "RTE")), "--init-from", str(checkpoint),
+                            "--zero-shot", "--device", "cpu"])
+    assert 0 <= scores["accuracy"] <= 1 and "zero-shot on 277 dev examples" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- errors
+
+def one_line_error(argv):
+    with pytest.raises(SystemExit) as exit:
+        finetune.main(argv)
+    message = str(exit.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+def test_malformed_rows_name_the_file_and_line_or_are_skipped(tmp_path, checkpoint, capsys):
+    bad = write(tmp_path / "SST-2" / "train.tsv", "sentence\tlabel\ngood film\t1\nbad film\t7\nno label\n   \t0\nfine\t0\n")
+    with pytest.raises(ValueError, match=r"train.tsv: line 3: label '7' is not one of \['0', '1'\] \(and 2 more\)"):
+        finetune.read_examples(bad, "sst2", ["0", "1"])
+    assert len(finetune.read_examples(bad, "sst2", ["0", "1"], skip_bad_rows=True)) == 2
+    assert "skipped 3 malformed rows" in capsys.readouterr().out
+    jsonl = write(tmp_path / "custom" / "train.jsonl", '{"text": "ok", "label": 1}\n{"text": 3, "label": 1}\n{oops\n')
+    message = one_line_error(["--task", "custom-classification", "--data", str(jsonl.parent), "--init-from", str(checkpoint)])
+    assert "train.jsonl: line 2: empty or missing text" in message and "--skip-bad-rows" in message
+
+
+def test_bad_command_lines_give_one_line_errors(tmp_path, checkpoint):
+    assert "choose one of" in one_line_error(["--task", "imdb", "--data", str(tmp_path)])
+    assert "no such checkpoint" in one_line_error(["--task", "sst2", "--data", str(tmp_path), "--init-from", str(tmp_path / "none.pt")])
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    assert "cannot be read" in one_line_error(["--task", "sst2", "--data", str(tmp_path), "--init-from", str(tmp_path / "broken.pt")])
+    assert "not found" in one_line_error(["--task", "sst2", "--data", str(tmp_path), "--init-from", str(checkpoint)])
+    assert "expected a folder" in one_line_error(["--task", "rte", "--data", str(tmp_path / "x.tsv"), "--init-from", str(checkpoint)])
+    assert "--data is needed" in one_line_error(["--task", "sst2", "--init-from", str(checkpoint)])
+    assert "--zero-shot works for" in one_line_error(["--task", "stsb", "--data", str(tmp_path), "--init-from", str(checkpoint), "--zero-shot"])
