@@ -13,8 +13,14 @@ import nbclient
 import nbformat
 import pytest
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+CACHES = {".git", "__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints"}
+
+
+def repository_files():
+    return {p for p in REPO.rglob("*") if not CACHES & set(p.relative_to(REPO).parts)}
 
 
 def test_there_are_notebooks():
@@ -38,6 +44,8 @@ def test_notebook_runs(path):
     notebook = nbformat.read(path, as_version=4)  # a copy in memory: the committed file is left as it is
     client = nbclient.NotebookClient(notebook, timeout=180, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
-    start = time.time()
+    before, start = repository_files(), time.time()
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
     print(f"{path.name}: {time.time() - start:.1f} s")
+    written = sorted(str(p.relative_to(REPO)) for p in repository_files() - before)
+    assert not written, f"{path.name} wrote into the repository (use a temporary folder): {written}"
