@@ -85,31 +85,23 @@ def merge(ids, pair, new_id):
     return out
 
 
-def safe_split(text: str, pieces: int) -> list[str]:
-    """Cut a long text into about `pieces` parts that pre-tokenize exactly as the whole does.
+# Right after a newline that follows a non-space character, before an ASCII letter: both the GPT-2
+# and the GPT-4 patterns always end a pre-token there, whatever comes before or after.
+SAFE_CUT = regex.compile(r"(?<=\S\n)(?=[A-Za-z])")
 
-    A cut is placed only right after a newline that follows a non-space character and precedes
-    an ASCII letter: both the GPT-2 and the GPT-4 patterns always end a pre-token there, so
-    the parts can be encoded independently (in parallel) and concatenated.
-    """
-    if pieces <= 1 or len(text) < 2 * pieces:
-        return [text]
-    cuts, start, step = [], 0, len(text) // pieces
+
+def safe_split(text: str, pieces: int) -> list[str]:
+    """Cut a long text into about `pieces` parts that pre-tokenize exactly as the whole does, so the
+    parts can be encoded independently (in parallel) and their ids concatenated."""
+    cuts, step = [0], max(1, len(text) // max(1, pieces))
     for target in range(step, len(text), step):
-        p = max(target, start + 1)
-        while p < len(text):
-            p = text.find("\n", p)
-            if p < 0 or p + 1 >= len(text):
-                break
-            if p > 0 and not text[p - 1].isspace() and text[p + 1].isascii() and text[p + 1].isalpha():
-                cuts.append(p + 1)
-                break
-            p += 1
-        if not cuts or cuts[-1] <= start:
+        found = SAFE_CUT.search(text, max(target, cuts[-1] + 1))
+        if found is None:
             break
-        start = cuts[-1]
-    bounds = [0, *sorted(set(cuts)), len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+        if found.start() > cuts[-1]:
+            cuts.append(found.start())
+    cuts.append(len(text))
+    return [text[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
 def _count_pretokens(args):

@@ -28,7 +28,7 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,11 +37,7 @@ import torch.nn.functional as F
 
 from bpe import Tokenizer, load_tokenizer
 from gpt import GPT, GPTConfig
-from train import save_checkpoint
-
-
-def flag(default, help):
-    return field(default=default, metadata={"help": help})
+from train import flag, save_checkpoint
 
 
 @dataclass
@@ -60,7 +56,7 @@ class FinetuneConfig:  # the defaults are GPT-1's (section 4.1, "Fine-tuning det
     grad_clip: float = flag(1.0, "clip the gradient norm to this; 0: off")
     max_train_rows: int = flag(0, "train on a random subset of this many rows; 0: all")
     skip_bad_rows: bool = flag(False, "skip malformed rows (and count them) instead of stopping")
-    predict: str = flag("", "a file of rows (e.g. test.tsv) to label with the best model")
+    predict: str = flag("", "a file of rows (e.g. test.tsv) to label with the best model (a choice: its index from 0)")
     zero_shot: bool = flag(False, "no training: score label words or choices by the LM's likelihood")
     device: str = flag("", "cuda, mps or cpu; empty: the best available")
     seed: int = flag(1337, "random seed")
@@ -85,9 +81,7 @@ TASKS = {  # name: (kind, input columns, label column, label values (None: a sco
     "custom-similarity": ("similarity", ["a", "b"], "label", [], "accuracy"),
     "custom-multiple-choice": ("multiple-choice", ["context", "choices"], "label", None, "accuracy"),
 }
-# CoLA's train and dev files have no header line; every other GLUE file has one.
-COLA_COLUMNS = ["source", "label", "original_label", "sentence"]
-ROCSTORIES_SEED = 3535999445  # finetune-transformer-lm's seed for its train / validation split
+COLA_COLUMNS = ["source", "label", "original_label", "sentence"]  # CoLA's train and dev have no header
 
 
 def read_records(path, task):
@@ -132,9 +126,11 @@ def read_examples(path, task, labels, skip_bad_rows=False, need_labels=True, log
             if not isinstance(record, dict) or any(column not in record for column in columns):
                 raise ValueError(f"expected the fields {columns}")
             inputs = [record[column] for column in columns]
-            texts = inputs[:1] + (inputs[1] if kind == "multiple-choice" and isinstance(inputs[1], list) else inputs[1:])
+            if kind == "multiple-choice" and not isinstance(inputs[1], list):
+                raise ValueError(f"{columns[1]!r} must be a list of answers")
+            texts = [inputs[0], *inputs[1]] if kind == "multiple-choice" else inputs
             if not all(isinstance(text, str) and text.strip() for text in texts):
-                raise ValueError("empty or missing text" + (", or choices not a list" if kind == "multiple-choice" else ""))
+                raise ValueError("empty or missing text")
             if kind == "multiple-choice" and examples and len(texts) - 1 != len(examples[0][0][1]):
                 raise ValueError(f"{len(texts) - 1} choices, the first row has {len(examples[0][0][1])}")
             label = record.get(label_column)
@@ -146,7 +142,8 @@ def read_examples(path, task, labels, skip_bad_rows=False, need_labels=True, log
         except ValueError as error:
             bad.append(f"{path}: line {line}: {error}")
     if bad and not skip_bad_rows:
-        raise ValueError(f"{bad[0]} (and {len(bad) - 1} more); fix the file or use --skip-bad-rows")
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ValueError(f"{bad[0]}{more}; fix the file or use --skip-bad-rows")
     if bad:
         log(f"data: skipped {len(bad)} malformed rows of {path}, the first: {bad[0]}")
     if not examples:
@@ -159,11 +156,8 @@ def parse_label(label, labels, kind, n_choices, task):
         if not label.isdigit() or int(label) >= n_choices:
             raise ValueError(f"label {label!r} is not the index of one of the {n_choices} choices")
         return int(label)
-    if labels is None:  # a similarity score (STS-B: 0 to 5)
-        try:
-            return float(label)
-        except ValueError:
-            raise ValueError(f"label {label!r} is not a number") from None
+    if labels is None:  # a similarity score (STS-B: 0 to 5); float() names a bad one
+        return float(label)
     if task.startswith("custom-") and label not in labels:
         labels.append(label)  # custom tasks: the classes are the labels seen in the training file
     if label not in labels:
@@ -179,7 +173,7 @@ def task_examples(config, labels):
     data = Path(config.data)
     if config.task == "rocstories":
         stories = read_examples(data, config.task, labels, config.skip_bad_rows)
-        random.Random(ROCSTORIES_SEED).shuffle(stories)
+        random.Random(3535999445).shuffle(stories)  # finetune-transformer-lm's seed
         return stories[:1497], stories[1497:]
     if not data.is_dir():
         raise ValueError(f"--data {data}: expected a folder with the train and dev files of --task {config.task}")
@@ -221,7 +215,7 @@ def fit(first, second, room):
     its beginning, so the answer stays whole and next to the words just before it; the second is
     only cut (at its end) when it alone is longer than the room."""
     second = second[:room]
-    return first[max(0, len(first) - (room - len(second))):] if room > len(second) else [], second
+    return first[max(0, len(first) - (room - len(second))):], second
 
 
 def add_task_tokens(tokenizer, config, state):
@@ -254,8 +248,8 @@ def make_batch(examples, device):
             targets[b, s, :len(sequence) - 1] = torch.tensor(sequence[1:])
             extract[b, s] = len(sequence) - 1
     labels = [label for _, label in examples]
-    labels = None if None in labels else torch.tensor(labels)
-    return idx.to(device), extract.to(device), targets.to(device), labels if labels is None else labels.to(device)
+    labels = None if None in labels else torch.tensor(labels, device=device)
+    return idx.to(device), extract.to(device), targets.to(device), labels
 
 
 # -----------------------------------------------------------------------------
@@ -276,17 +270,17 @@ class TaskModel(nn.Module):
         scores, and with labels the losses (L3, L2, L1)."""
         B, S, T = idx.shape
         hidden = self.gpt.hidden_states(idx.view(B * S, T))
-        h = hidden[torch.arange(B * S), extract.view(-1)].view(B, S, -1)
+        h = hidden[torch.arange(B * S, device=idx.device), extract.view(-1)].view(B, S, -1)  # at [extract]
         if self.kind == "multiple-choice":  # one score per choice, a softmax over the choices
             logits = self.head(self.dropout(h)).squeeze(-1)
-        else:  # similarity: the two orders' states added, so the order does not matter
+        else:  # one sequence; or a similarity pair's two orders, added: the order does not matter
             logits = self.head(self.dropout(h.sum(dim=1)))
         if labels is None:
             return logits, None
         if labels.is_floating_point():  # a similarity score (STS-B): regression
             task_loss = F.mse_loss(logits.squeeze(-1), labels)
         else:
-            task_loss = F.cross_entropy(logits, labels)  # L2 = Σ log P(y | x¹..xᵐ), as a mean
+            task_loss = F.cross_entropy(logits, labels)  # -L2, L2 = Σ log P(y | x¹..xᵐ), per example
         lm_loss = torch.zeros((), device=idx.device)
         if lm_coef:  # L1 on the same sequences, averaged over the real tokens (section 3.2)
             lm_logits = self.gpt.lm_head(hidden)
@@ -372,6 +366,7 @@ def finetune(config):
         raise ValueError(f"--task {config.task!r}: choose one of {', '.join(TASKS)}")
     kind, _, _, task_labels, metric = TASKS[config.task]
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
     torch.manual_seed(config.seed)
     gpt_config, state, tokenizer, previous = load_start(config.init_from)
     if config.zero_shot:
@@ -387,6 +382,8 @@ def finetune(config):
     tokenizer = add_task_tokens(tokenizer, gpt_config, state)
     gpt = GPT(GPTConfig(**{**gpt_config, "dropout": config.dropout}))
     gpt.load_state_dict(state)
+    if labels is not None and len(labels) < 2:
+        raise ValueError(f"{config.data}: the training file has one label only ({labels}); a classifier needs two or more")
     n_outputs = 1 if labels is None else len(labels)  # one score: per choice, or of similarity
     model = TaskModel(gpt, kind, n_outputs, config.dropout).to(device)
     if same_task:
@@ -407,7 +404,8 @@ def finetune(config):
         gpt.load_state_dict(best["model"])  # --predict labels with the best epoch's model
         model.head.load_state_dict(best["head"])
     if config.predict:
-        examples = read_examples(config.predict, config.task, list(labels or []), config.skip_bad_rows, need_labels=False)
+        examples = read_examples(config.predict, config.task, None if labels is None else list(labels),
+                                 config.skip_bad_rows, need_labels=False)
         answers = predict(model, encode(examples), config.batch_size, device)
         path = out_dir / f"{Path(config.predict).stem}_predictions.tsv"
         name = lambda a: f"{a:.4f}" if labels is None and kind != "multiple-choice" else labels[a] if labels else str(a)
@@ -485,11 +483,8 @@ def log_likelihoods(gpt, prompt, continuations):
         continuation = continuation[:block_size - 1]
         sequences.append(prompt[-(block_size - len(continuation)):] + continuation)
         starts.append(len(sequences[-1]) - len(continuation))
-    T = max(map(len, sequences))
-    idx = torch.zeros(len(sequences), T, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        idx[row, :len(sequence)] = torch.tensor(sequence)
-    log_probs = F.log_softmax(gpt(idx.to(next(gpt.parameters()).device))[0].float(), dim=-1)
+    idx = make_batch([(sequences, None)], next(gpt.parameters()).device)[0][0]  # padded at the end
+    log_probs = F.log_softmax(gpt(idx)[0].float(), dim=-1)
     return [sum(log_probs[row, t - 1, sequence[t]].item() for t in range(start, len(sequence)))
             for row, (sequence, start) in enumerate(zip(sequences, starts))]
 
@@ -511,8 +506,6 @@ def zero_shot(config, gpt, tokenizer):
     kind, _, _, labels, metric = TASKS[config.task]
     if config.task not in PROMPTS and kind != "multiple-choice":
         raise ValueError(f"--zero-shot works for multiple choice and for {', '.join(PROMPTS)}, not {config.task}")
-    if not config.data:
-        raise ValueError("--zero-shot needs --data: its dev examples are scored")
     _, examples = task_examples(config, None if labels is None else list(labels))
     gpt.eval()
     start_time = time.time()
@@ -542,6 +535,8 @@ def main(argv=None):
         return finetune(parse_args(argv))
     except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:  # best.pt, written after each epoch, is whole
+        sys.exit("interrupted: best.pt holds the best epoch finished so far")
 
 
 if __name__ == "__main__":

@@ -192,6 +192,27 @@ def test_finetune_keeps_the_best_checkpoint_which_predicts_again(tmp_path, check
     assert accuracy == pytest.approx(best["metrics"]["accuracy"])  # the same model, read back
 
 
+def test_custom_multiple_choice_and_a_regression_task_end_to_end(tmp_path, checkpoint):
+    rows = [{"context": f"The model reads {n} texts.", "choices": ["It learns.", "It sleeps.", "It reads."], "label": n % 3}
+            for n in range(12)]
+    jsonl = write(tmp_path / "mc" / "train.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    write(tmp_path / "mc" / "dev.jsonl", jsonl.read_text())
+    common = ["--init-from", str(checkpoint), "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+    finetune.main(["--task", "custom-multiple-choice", "--data", str(jsonl.parent), "--out-dir", str(tmp_path / "out-mc"),
+                   "--predict", str(jsonl), *common])
+    predictions = (tmp_path / "out-mc" / "train_predictions.tsv").read_text().splitlines()[1:]
+    assert len(predictions) == 12 and {line.split("\t")[1] for line in predictions} <= {"0", "1", "2"}
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    sts = "".join(f"{n}\tg\tf\t2012\t{n}\tnone\tnone\tA man plays {n}.\tA man plays.\t{n % 6}.000\n" for n in range(8))
+    write(tmp_path / "STS-B" / "train.tsv", header + sts)
+    write(tmp_path / "STS-B" / "dev.tsv", header + sts)
+    finetune.main(["--task", "stsb", "--data", str(tmp_path / "STS-B"), "--out-dir", str(tmp_path / "out-sts"),
+                   "--predict", str(tmp_path / "STS-B" / "dev.tsv"), *common])
+    assert set(torch.load(tmp_path / "out-sts" / "best.pt", weights_only=True)["metrics"]) == {"pearson", "spearman"}
+    scores = [float(line.split("\t")[1]) for line in (tmp_path / "out-sts" / "dev_predictions.tsv").read_text().splitlines()[1:]]
+    assert len(scores) == 8
+
+
 # ---------------------------------------------------------------- metrics
 
 def test_metrics_against_hand_computations():
