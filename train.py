@@ -127,7 +127,8 @@ def prepare_data(config: TrainConfig, log=print) -> Path:
         fingerprint.update(f"\0{file.name}\0{len(texts[-1])}\0".encode() + texts[-1].encode())
     if not any(text.strip() for text in texts):
         raise ValueError(f"the corpus {source} is empty: give a file or folder with text in it")
-    folder = Path(config.cache_dir) / ((source.stem if source else "stdlib") + f"-{config.tokenizer.split(':')[0] or 'bpe'}")
+    tokenizer_name = "gpt2" if config.tokenizer.startswith("gpt2:") else Path(config.tokenizer).stem or "bpe"
+    folder = Path(config.cache_dir) / f"{source.stem if source else 'stdlib'}-{tokenizer_name}"
     meta_file = folder / "meta.json"
     if meta_file.is_file() and json.loads(meta_file.read_text()).get("fingerprint") == fingerprint.hexdigest():
         log(f"data: reusing {folder}")
