@@ -86,6 +86,16 @@ def _dot(a, b, acc):
 
 
 @triton.jit
+def _key_tiles(i, N_CTX, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Which keys query tile i visits: [0, full_hi) are fully visible to every row of Q_i and need
+    no mask; [full_hi, end) are masked: causal, the tiles on the diagonal (tiles above it are never
+    visited); otherwise the ragged last tile past N_CTX."""
+    if CAUSAL:
+        return i * BLOCK_M, tl.minimum((i + 1) * BLOCK_M, N_CTX)
+    return (N_CTX // BLOCK_N) * BLOCK_N, N_CTX
+
+
+@triton.jit
 def _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
                     offs_m, offs_d, lo, hi, N_CTX, qk_scale,
                     CAUSAL: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -142,15 +152,7 @@ def _attn_fwd(Q, K, V, O, L, qk_scale,
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    # Key tiles fully visible to every row of Q_i need no mask; then the
-    # masked ones: causal, the tiles on the diagonal (tiles above it are never
-    # visited); otherwise the ragged last tile past N_CTX.
-    if CAUSAL:
-        full_hi = i * BLOCK_M
-        end = tl.minimum((i + 1) * BLOCK_M, N_CTX)
-    else:
-        full_hi = (N_CTX // BLOCK_N) * BLOCK_N
-        end = N_CTX
+    full_hi, end = _key_tiles(i, N_CTX, CAUSAL, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kt, stride_kd, stride_vt,
                                     stride_vd, offs_m, offs_d, 0, full_hi, N_CTX, qk_scale,
                                     CAUSAL, False, BLOCK_N)
@@ -320,12 +322,7 @@ def _attn_bwd_dq(Q, K, V, DO, L, Delta, DQ, sm_scale, qk_scale,
     Li = tl.load(L + bh.to(tl.int64) * N_CTX + offs_m, mask=rows, other=0.0)
     Di = tl.load(Delta + bh.to(tl.int64) * N_CTX + offs_m, mask=rows, other=0.0)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    if CAUSAL:
-        full_hi = i * BLOCK_M
-        end = tl.minimum((i + 1) * BLOCK_M, N_CTX)
-    else:
-        full_hi = (N_CTX // BLOCK_N) * BLOCK_N
-        end = N_CTX
+    full_hi, end = _key_tiles(i, N_CTX, CAUSAL, BLOCK_M, BLOCK_N)
     dq = _attn_bwd_dq_inner(dq, q, do, Li, Di, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
                             offs_m, offs_d, 0, full_hi, N_CTX, qk_scale, CAUSAL, False, BLOCK_N)
     dq = _attn_bwd_dq_inner(dq, q, do, Li, Di, K, V, stride_kt, stride_kd, stride_vt, stride_vd,
