@@ -42,7 +42,8 @@ def main():
     print(f"device-to-device copy: {copy:.0f} GB/s\n")
     print("| rows x hidden (bf16) | pass | Triton GB/s | torch GB/s | Triton / torch | Triton % of copy |")
     print("|---|---|---|---|---|---|")
-    for M, N in [(8 * 1024, 768), (8 * 1024, 1600), (32768, 4096)]:
+    # GPT-2's widths (small, medium, large, xl) at 8 sequences of 1024 tokens, then a wide layer
+    for M, N in [(8 * 1024, 768), (8 * 1024, 1024), (8 * 1024, 1280), (8 * 1024, 1600), (32768, 4096)]:
         x = torch.randn(M, N, device="cuda", dtype=torch.bfloat16, requires_grad=True)
         w = torch.randn(N, device="cuda", dtype=torch.bfloat16, requires_grad=True)
         b = torch.randn(N, device="cuda", dtype=torch.bfloat16, requires_grad=True)
