@@ -102,6 +102,8 @@ def attend(q, k, v, backend="auto", dropout=0.0):
         # is_causal=True aligns the mask at the top-left corner: right only without a cache.
         if past == 0:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        if T_q == 1:  # one new token with a cache: it sees every key, so no mask to build
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
     raise ValueError(f"unknown attention backend {backend!r}; use 'auto', 'math', 'sdpa' or 'triton'")

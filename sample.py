@@ -34,17 +34,17 @@ def next_token_logits(model, idx, kv_cache=None):
     token to a new position; the cached keys and values were computed with the old
     (learned, absolute) position embeddings, so they are useless. The cache is then emptied
     and the whole window recomputed: exactly what happens without a cache, at the same cost.
+    Only the last position's hidden state goes through the output layer: a 512-token prompt
+    would otherwise pay for 512 rows of (n_embd x vocab_size) logits to use one.
     """
     block_size = model.config.block_size
     if kv_cache is None:
-        logits, _ = model(idx[:, -block_size:])
-        return logits[:, -1, :]
+        return model.lm_head(model.hidden_states(idx[:, -block_size:])[:, -1, :])
     seen = 0 if kv_cache[0] is None else kv_cache[0][0].size(2)
     if idx.size(1) > block_size:
         kv_cache[:] = model.new_kv_cache()
         idx, seen = idx[:, -block_size:], 0
-    logits, _ = model(idx[:, seen:], kv_cache=kv_cache)
-    return logits[:, -1, :]
+    return model.lm_head(model.hidden_states(idx[:, seen:], kv_cache=kv_cache)[:, -1, :])
 
 
 def apply_repetition_penalty(logits, idx, penalty):

@@ -3,8 +3,9 @@
     python bench/sample.py               # gpt-mini on the CPU; gpt2 in bfloat16 when CUDA is there
     python bench/sample.py --device cpu --preset gpt2
 
-Prints two markdown tables: tokens/s for batch 1 and 8 (cache on / off), and the cost
-of one decoding step against the length of the prefix before it. Without a cache a
+Prints markdown tables: tokens/s for batch 1 and 8 (cache on / off), the cost of one
+decoding step against the length of the prefix before it, and (--versus-hf) greedy generation
+next to Hugging Face's `generate` on the same weights, short and long prompts. Without a cache a
 step runs the whole prefix through the model, so its cost grows with the prefix; with
 the cache it runs one token, and only attention reads the (growing) cached keys.
 The weights are random: speed does not depend on them.
@@ -19,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpt import GPT, GPTConfig  # noqa: E402
-from sample import generate_stream  # noqa: E402
+from sample import generate, generate_stream  # noqa: E402
 
 
 def synchronize(device):
@@ -58,6 +59,40 @@ def step_time(model, prefix_length, use_kv_cache, device, repeats):
     return min(times)
 
 
+def versus_hugging_face(model, device, repeats):
+    """Greedy generation, ours vs transformers' GPT2LMHeadModel.generate on the same weights
+    (saved with save_pretrained, loaded by Hugging Face), both with their KV caches. The prompt
+    pass dominates a long prompt: there both must compute logits for the last position only."""
+    import tempfile
+
+    from transformers import GPT2LMHeadModel
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        hf = GPT2LMHeadModel.from_pretrained(folder).to(device=device, dtype=model.lm_head.weight.dtype)
+    hf.eval()
+    print("\n| prompt + new tokens | ours (s) | Hugging Face generate (s) | speed ratio | same tokens |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for prompt_length, new_tokens in ((16, 64), (512, 32)):
+        idx = torch.randint(0, model.config.vocab_size, (1, prompt_length), device=device)
+        times = {"ours": [], "hf": []}
+        for _ in range(repeats):
+            for name in ("ours", "hf"):
+                synchronize(device)
+                start = time.perf_counter()
+                if name == "ours":
+                    ours = generate(model, idx, new_tokens, temperature=0)
+                else:
+                    with torch.no_grad():
+                        theirs = hf.generate(idx, do_sample=False, max_new_tokens=new_tokens,
+                                             min_new_tokens=new_tokens, attention_mask=torch.ones_like(idx),
+                                             pad_token_id=0)
+                synchronize(device)
+                times[name].append(time.perf_counter() - start)
+        t_ours, t_hf = min(times["ours"]), min(times["hf"])
+        print(f"| {prompt_length} + {new_tokens} | {t_ours:.3f} | {t_hf:.3f} | {t_hf / t_ours:.2f}x "
+              f"| {torch.equal(ours, theirs)} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -69,6 +104,8 @@ def main():
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice)")
     p.add_argument("--repeats", type=int, default=3,
                    help="runs per measurement; the fastest is reported")
+    p.add_argument("--versus-hf", action="store_true",
+                   help="only greedy generation next to Hugging Face's generate (use --preset gpt2)")
     args = p.parse_args()
     on_gpu = args.device.startswith("cuda")
     args.preset = args.preset or ("gpt2" if on_gpu else "gpt-mini")
@@ -82,6 +119,8 @@ def main():
     print(f"{args.preset}: {model.num_params() / 1e6:.1f}M parameters, block_size {config.block_size}, "
           f"{args.device}, {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     tokens_per_second(model, 1, args.prompt_length, 8, True, args.device)  # warm-up
+    if args.versus_hf:
+        return versus_hugging_face(model, args.device, args.repeats)
 
     print(f"Generation of {args.new_tokens} tokens after a {args.prompt_length}-token prompt "
           f"(greedy, best of {args.repeats}):\n")
