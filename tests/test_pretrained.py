@@ -1,8 +1,11 @@
-"""Starting from the real GPT-2 and GPT-1 (gpt.py's from_pretrained and resolve_model): GPT-1 in
-Hugging Face's format and in OpenAI's original release, each checked against transformers'
-OpenAIGPTLMHeadModel."""
+"""Starting from the real GPT-2 and GPT-1 (gpt.py's from_pretrained and resolve_model): Hub names
+through a fake Hugging Face cache, GPT-1 in Hugging Face's format and in OpenAI's original release,
+each checked against transformers' OpenAIGPTLMHeadModel; then finetune.py and sample.py on GPT-1."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
+import finetune
+import sample
+from bpe import GPT1Tokenizer, Tokenizer
 from gpt import GPT, GPTConfig, resolve_model
 
 transformers = pytest.importorskip("transformers")
@@ -17,6 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+ROCSTORIES = DATA / "rocstories" / "cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
 TINY = dict(n_layer=2, n_head=2, n_embd=128, n_positions=16, vocab_size=101)  # heads of 64: GPT-1
 
 
@@ -168,3 +175,104 @@ def test_from_pretrained_also_reads_a_train_py_checkpoint(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="bad.pt cannot be read"):
         GPT.from_pretrained(tmp_path / "bad.pt")
+
+
+# ---------------------------------------------------------------- Hub names, through the cache only
+
+def fake_hub_snapshot(cache, name):
+    """huggingface_hub's cache layout: models--ORG--NAME/refs/main names a snapshot folder."""
+    repo, commit = cache / f"models--openai-community--{name}", "0123456789abcdef" * 2 + "01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    return repo / "snapshots" / commit
+
+
+def offline_run(args, tmp_path, **env):
+    """A script run with the network forbidden (HF_HUB_OFFLINE=1) and its own cache."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")} | env
+    env["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=240)
+
+
+def test_hub_name_loads_from_the_cache_under_hf_home_without_network(tmp_path):
+    gpt2_files = needs(DATA / "gpt2")
+    snapshot = fake_hub_snapshot(tmp_path / "home" / "hub", "gpt2")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32)
+    hf = transformers.GPT2LMHeadModel(config)
+    hf.eval().save_pretrained(snapshot)
+    (snapshot / "vocab.json").write_bytes((gpt2_files / "encoder.json").read_bytes())
+    (snapshot / "merges.txt").write_bytes((gpt2_files / "vocab.bpe").read_bytes())
+    run = offline_run(["sample.py", "--init-from", "gpt2", "--prompt", "Hello world", "--greedy",
+                       "--max-new-tokens", "6", "--no-stream", "--device", "cpu"],
+                      tmp_path, HF_HOME=str(tmp_path / "home"))
+    assert run.returncode == 0, run.stderr
+    tok = Tokenizer.from_gpt2(snapshot / "vocab.json", snapshot / "merges.txt")
+    expected = hf.generate(torch.tensor([tok.encode("Hello world")]), max_new_tokens=6,
+                           do_sample=False, pad_token_id=50256)[0, 2:].tolist()
+    assert run.stdout == "Hello world" + tok.decode(expected) + "\n"
+
+
+def test_hub_name_offline_and_not_cached_is_one_line_naming_the_model(tmp_path):
+    run = offline_run(["sample.py", "--init-from", "gpt2-xl", "--prompt", "Hello"], tmp_path,
+                      HF_HUB_CACHE=str(tmp_path / "empty"))
+    assert run.returncode != 0 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "gpt2-xl is not in the Hugging Face cache" in run.stderr
+    assert "HF_HUB_OFFLINE" in run.stderr
+
+
+# ---------------------------------------------------------------- finetune.py, sample.py on GPT-1
+
+@pytest.fixture(scope="module")
+def gpt1_hub_cache(tmp_path_factory):
+    """openai-gpt in a fake Hub cache: a small random GPT-1 with the real 512 positions and the
+    real 40,478-token vocabulary, as Hugging Face's openai-community/openai-gpt folder holds it."""
+    vocab = needs(DATA / "gpt1")
+    cache = tmp_path_factory.mktemp("hub")
+    snapshot = fake_hub_snapshot(cache, "openai-gpt")
+    hf = random_hf_gpt1(n_layer=1, n_embd=64, n_head=1, n_positions=512, vocab_size=40478)
+    hf.save_pretrained(snapshot)
+    (snapshot / "vocab.json").write_bytes((vocab / "encoder_bpe_40000.json").read_bytes())
+    (snapshot / "merges.txt").write_bytes((vocab / "vocab_40000.bpe").read_bytes())
+    return cache
+
+
+def gpt1_snapshot(cache):
+    return next((cache / "models--openai-community--openai-gpt" / "snapshots").iterdir())
+
+
+def test_finetune_from_openai_gpt_has_gpt1s_tokenizer_positions_tokens(tmp_path, gpt1_hub_cache):
+    """GPT-1 section 3.3 on ROCStories, started by name: GPT-1's ids, 512 positions, and
+    <|start|>, <|delim|>, <|extract|> as ids 40478-40480, after the vocabulary, as in
+    finetune-transformer-lm."""
+    run = offline_run(["finetune.py", "--task", "rocstories", "--init-from", "openai-gpt",
+                       "--data", str(needs(ROCSTORIES)), "--max-train-rows", "8", "--epochs", "1",
+                       "--lm-coef", "0", "--out-dir", str(tmp_path / "out"), "--device", "cpu"],
+                      tmp_path, HF_HUB_CACHE=str(gpt1_hub_cache))
+    assert run.returncode == 0, run.stderr
+    best = torch.load(tmp_path / "out" / "best.pt", weights_only=True)
+    assert best["config"]["block_size"] == 512 and best["config"]["vocab_size"] == 40481
+    tokenizer = Tokenizer.loads(best["tokenizer"])
+    assert isinstance(tokenizer, GPT1Tokenizer)
+    start, delim, extract = (tokenizer.special_tokens[token]
+                             for token in (finetune.START, finetune.DELIM, finetune.EXTRACT))
+    assert (start, delim, extract) == (40478, 40479, 40480)
+    hf_tokenizer = transformers.OpenAIGPTTokenizer.from_pretrained(gpt1_snapshot(gpt1_hub_cache))
+    story = "Karen was assigned a roommate her first year of college."
+    ending = "Karen became good friends with her roommate."
+    expected = [40478, *hf_tokenizer.encode(story), 40479, *hf_tokenizer.encode(ending), 40480]
+    assert finetune.transform(tokenizer, "multiple-choice", [story, [ending]], 512) == [expected]
+
+
+def test_sample_from_gpt1_continues_the_prompts_last_word(tmp_path, gpt1_hub_cache, capsys):
+    snapshot = gpt1_snapshot(gpt1_hub_cache)
+    sample.main(["--init-from", str(snapshot), "--prompt", "The night was", "--greedy",
+                 "--max-new-tokens", "3", "--no-stream", "--device", "cpu"])
+    out = capsys.readouterr().out
+    hf = transformers.OpenAIGPTLMHeadModel.from_pretrained(snapshot).eval()
+    tokenizer = transformers.OpenAIGPTTokenizer.from_pretrained(snapshot)
+    ids = tokenizer.encode("The night was")
+    expected = hf.generate(torch.tensor([ids]), max_new_tokens=3, do_sample=False)[0, len(ids):]
+    words = "".join(tokenizer.convert_ids_to_tokens(expected.tolist())).replace("</w>", " ")
+    assert out == "The night was " + words + "\n"  # lowercase words, a space after each
