@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from bpe import Tokenizer, load_tokenizer
-from gpt import GPT, HUB_NAMES, resolve_model
+from gpt import GPT, HUB_NAMES, read_checkpoint, resolve_model
 
 # -----------------------------------------------------------------------------
 # Choosing the next token
@@ -180,10 +180,14 @@ def load_checkpoint(out_dir, device):
 
 
 def load_pretrained(spec):
-    """Weights and the tokenizer next to them: a Hugging Face folder of GPT-2 or GPT-1 (config.json,
-    model.safetensors, vocab.json, merges.txt), GPT-1's release folder, or a Hub name."""
-    folder = resolve_model(spec)
-    return GPT.from_pretrained(folder), load_tokenizer(str(folder))
+    """Weights and their tokenizer: a train.py or finetune.py checkpoint, or a Hugging Face folder
+    of GPT-2 or GPT-1 (config.json, model.safetensors, vocab.json, merges.txt), GPT-1's release
+    folder or a Hub name, the tokenizer's files next to the weights."""
+    path = resolve_model(spec)
+    if path.is_file():
+        checkpoint = read_checkpoint(path)
+        return GPT.from_checkpoint_dict(checkpoint), Tokenizer.loads(checkpoint["tokenizer"])
+    return GPT.from_pretrained(path), load_tokenizer(str(path))
 
 
 # -----------------------------------------------------------------------------
@@ -193,8 +197,8 @@ def load_pretrained(spec):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", default="out", help="directory with ckpt.pt written by train.py")
-    p.add_argument("--init-from", metavar="MODEL", help="a Hugging Face folder of GPT-2 or GPT-1, "
-                   f"GPT-1's release folder, or a Hub name: {', '.join(HUB_NAMES)}")
+    p.add_argument("--init-from", metavar="MODEL", help="a checkpoint, a Hugging Face folder of GPT-2 "
+                   f"or GPT-1, GPT-1's release folder, or a Hub name: {', '.join(HUB_NAMES)}")
     p.add_argument("--prompt", help="text to continue (default: --prompt-file, else stdin, "
                                     "else empty: start from <|endoftext|>)")
     p.add_argument("--prompt-file", help="read the prompt from this file ('-' for stdin)")

@@ -196,6 +196,7 @@ def offline_run(args, tmp_path, **env):
 
 
 def test_hub_name_loads_from_the_cache_under_hf_home_without_network(tmp_path):
+    pytest.importorskip("huggingface_hub")
     gpt2_files = needs(DATA / "gpt2")
     snapshot = fake_hub_snapshot(tmp_path / "home" / "hub", "gpt2")
     torch.manual_seed(0)
@@ -215,6 +216,7 @@ def test_hub_name_loads_from_the_cache_under_hf_home_without_network(tmp_path):
 
 
 def test_hub_name_offline_and_not_cached_is_one_line_naming_the_model(tmp_path):
+    pytest.importorskip("huggingface_hub")
     run = offline_run(["sample.py", "--init-from", "gpt2-xl", "--prompt", "Hello"], tmp_path,
                       HF_HUB_CACHE=str(tmp_path / "empty"))
     assert run.returncode != 0 and len(run.stderr.strip().splitlines()) == 1, run.stderr
@@ -228,6 +230,7 @@ def test_hub_name_offline_and_not_cached_is_one_line_naming_the_model(tmp_path):
 def gpt1_hub_cache(tmp_path_factory):
     """openai-gpt in a fake Hub cache: a small random GPT-1 with the real 512 positions and the
     real 40,478-token vocabulary, as Hugging Face's openai-community/openai-gpt folder holds it."""
+    pytest.importorskip("huggingface_hub")
     vocab = needs(DATA / "gpt1")
     cache = tmp_path_factory.mktemp("hub")
     snapshot = fake_hub_snapshot(cache, "openai-gpt")
@@ -276,3 +279,17 @@ def test_sample_from_gpt1_continues_the_prompts_last_word(tmp_path, gpt1_hub_cac
     expected = hf.generate(torch.tensor([ids]), max_new_tokens=3, do_sample=False)[0, len(ids):]
     words = "".join(tokenizer.convert_ids_to_tokens(expected.tolist())).replace("</w>", " ")
     assert out == "The night was " + words + "\n"  # lowercase words, a space after each
+
+
+def test_sample_init_from_a_checkpoint_file_equals_out_dir(tmp_path, capsys):
+    tokenizer = Tokenizer.train((ROOT / "README.md").read_text(encoding="utf-8"), 300,
+                                special_tokens=["<|endoftext|>"])
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("gpt-nano", vocab_size=tokenizer.vocab_size))
+    torch.save({"model": model.state_dict(), "config": vars(model.config),
+                "tokenizer": tokenizer.dumps()}, tmp_path / "ckpt.pt")
+    common = ["--prompt", "The model", "--greedy", "--max-new-tokens", "8", "--no-stream"]
+    sample.main(["--out-dir", str(tmp_path), *common])
+    first = capsys.readouterr().out
+    sample.main(["--init-from", str(tmp_path / "ckpt.pt"), *common])
+    assert capsys.readouterr().out == first and first.startswith("The model")
