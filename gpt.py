@@ -4,8 +4,9 @@ Papers:
   GPT-1: Radford et al. 2018, "Improving Language Understanding by Generative Pre-Training"
   GPT-2: Radford et al. 2019, "Language Models are Unsupervised Multitask Learners"
 
-Read top to bottom: the configuration, attention, the transformer block, the model,
-loading and saving Hugging Face GPT-2 checkpoints, and a smoke test (`python gpt.py`).
+Read top to bottom: the configuration, attention, the transformer block, the model, pretrained
+weights (checkpoints, Hugging Face's GPT-2 and GPT-1, GPT-1's original release, Hub names), and
+a smoke test (`python gpt.py`).
 Text generation (greedy, sampling, beam search) lives in sample.py; it uses the KV cache
 of GPT.forward, which keeps the cost of each new token flat (figures in bench/RESULTS.md).
 """
@@ -356,9 +357,9 @@ class GPT(nn.Module):
         model_type = "gpt2" if config.ln_position == "pre" else "openai-gpt"
         key, _, names, _ = HF_FORMATS[model_type]
         if not config.bias or config.activation not in names.values():
-            raise ValueError(f"{model_type} in Hugging Face's format has biases and a {key} of "
-                             f"{', '.join(names)}; this model has bias={config.bias}, "
-                             f"activation={config.activation!r}")
+            raise ValueError(f"Hugging Face's {model_type} needs biases and an activation that its "
+                             f"{key} names ({', '.join(names)}); this model has "
+                             f"bias={config.bias}, activation={config.activation!r}")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         hf_config = dict(model_type=model_type, n_layer=config.n_layer, n_head=config.n_head,
