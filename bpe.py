@@ -20,10 +20,13 @@ Usage:
 
 import argparse
 import heapq
+import importlib.util
 import json
 import os
+import re
 import sys
 import time
+import unicodedata
 import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -362,6 +365,8 @@ class Tokenizer:
     @classmethod
     def loads(cls, text: str, source="<string>"):
         """Parse `dumps` output; any malformed or missing line raises ValueError naming the line."""
+        if text.startswith(GPT1_HEADER):  # GPT-1's tokenizer, saved by GPT1Tokenizer.dumps
+            return GPT1Tokenizer.loads(text, source)
         lines = text.split("\n")
 
         def fail(line_number, problem):
@@ -469,15 +474,173 @@ def text_files(paths) -> list[Path]:
     return files
 
 
-def load_tokenizer(spec: str) -> Tokenizer:
-    """`gpt2:DIR` loads OpenAI's files from DIR (encoder.json + vocab.bpe, or a Hugging Face
-    checkpoint's vocab.json + merges.txt); anything else is a file written by `save`."""
-    if spec.startswith("gpt2:"):
-        folder = Path(spec[len("gpt2:"):])
+# -----------------------------------------------------------------------------
+# GPT-1's tokenizer (openai/finetune-transformer-lm, text_utils.py): BPE on the characters of
+# lowercased words, not on bytes. A word's last symbol carries "</w>", so "the</w>" is the word
+# and "the" the start of "there"; a character outside the vocabulary becomes <unk> (id 0).
+
+GPT1_HEADER = "bpe.py gpt-1 tokenizer v1"
+GPT1_FILES = ("encoder_bpe_40000.json", "vocab_40000.bpe")  # Hugging Face: vocab.json, merges.txt
+BERT_PUNCTUATION = r"!-/:-@\[-`{-~\p{P}"  # ASCII symbols count as punctuation too
+CJK = regex.compile("([\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002a6df"
+                    "\U0002a700-\U0002ceaf\U0002f800-\U0002fa1f])")  # BERT's CJK ideographs
+
+
+def text_standardize(text):
+    """text_utils.py's clean-up of BooksCorpus before spaCy: one kind of dash, '…' as three
+    dots, runs of a punctuation mark set apart, newlines as words, other whitespace one space."""
+    for old, new in (("—", "-"), ("–", "-"), ("―", "-"), ("…", "..."), ("´", "'")):
+        text = text.replace(old, new)
+    text = re.sub(r'([-~!";?+,)(\\/*\[\]}{|_])\1*', r" \g<0> ", text)
+    text = re.sub(r"\s*\n\s*", " \n ", text)
+    return re.sub(r"[^\S\n]+", " ", text).strip()
+
+
+def bert_words(text):
+    """The words of BERT's basic tokenizer, which Hugging Face's OpenAIGPTTokenizer uses in place
+    of ftfy and spaCy: drop control characters, set CJK ideographs apart, strip accents (NFD, then
+    drop the combining marks), lowercase, split at whitespace and around each punctuation mark."""
+    text = CJK.sub(r" \1 ", regex.sub(r"[^\P{Cc}\t\n\r]|[\p{Cf}\p{Co}\ufffd]", "", text))
+    text = regex.sub(r"\p{Mn}", "", unicodedata.normalize("NFD", text))
+    text = "".join(map(str.lower, text))  # char by char, as Hugging Face's Rust code: always σ
+    return regex.findall(rf"[^\s{BERT_PUNCTUATION}]+|[{BERT_PUNCTUATION}]", text)
+
+
+class GPT1Tokenizer:
+    """GPT-1's 40,478 tokens: <unk>, 476 characters (alone, or ending a word with </w>), the
+    results of the 40,000 merges (section 4.1) and a newline. Words come from text_utils.py's
+    pipeline (ftfy, text_standardize, spaCy), as GPT-1 was trained, when ftfy and spacy are
+    installed (original=None, or True), else from BERT's basic tokenizer, as Hugging Face's
+    OpenAIGPTTokenizer does (original=False)."""
+
+    def __init__(self, encoder, merges, special_tokens=None, original=None):
+        self.encoder = dict(encoder)  # token -> id
+        self.merges = [tuple(pair) for pair in merges]
+        self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
+        self.special_tokens = dict(special_tokens or {})
+        self.decoder = {i: t for t, i in (*self.encoder.items(), *self.special_tokens.items())}
+        self.vocab_size, self.cache = len(self.decoder), {}
+        self.eot_id = None  # GPT-1 has no <|endoftext|>
+        if original is None:
+            original = all(importlib.util.find_spec(name) for name in ("ftfy", "spacy"))
+        self.original = original
+        if original:  # as text_utils.py (and Hugging Face's tokenizer before transformers 5)
+            import ftfy
+            from spacy.lang.en import English
+            self.fix_text, self.spacy = ftfy.fix_text, English().tokenizer
+
+    @classmethod
+    def from_gpt1(cls, encoder_json, vocab_bpe, original=None):
+        """OpenAI's encoder_bpe_40000.json and vocab_40000.bpe (Hugging Face: vocab.json and
+        merges.txt, the same files)."""
+        try:
+            encoder = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
+            lines = Path(vocab_bpe).read_text(encoding="utf-8").split("\n")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read GPT-1 vocabulary files: {error}") from None
+        merges = []
+        for line_number, line in enumerate(lines, start=1):
+            if line.startswith("#version") or not line:
+                continue
+            pair = tuple(line.split())
+            if len(pair) != 2 or any(symbol not in encoder for symbol in (*pair, "".join(pair))):
+                raise ValueError(f"{vocab_bpe}: line {line_number}: not a merge of two symbols of "
+                                 f"{Path(encoder_json).name} into a third: {line!r}")
+            merges.append(pair)
+        return cls(encoder, merges, original=original)
+
+    def words(self, text):
+        if not self.original:
+            return bert_words(text)
+        return [token.text.lower() for token in self.spacy(text_standardize(self.fix_text(text)))]
+
+    def bpe(self, word):
+        """The word's symbols after the merges, the earliest learned first (text_utils.py's bpe)."""
+        symbols = [*word[:-1], word[-1] + "</w>"] if word != "\n " else ["\n</w>"]  # spaCy's \n
+        while len(symbols) > 1:
+            pairs = zip(symbols, symbols[1:])
+            rank, i = min((self.ranks.get(pair, NEVER), i) for i, pair in enumerate(pairs))
+            if rank == NEVER:
+                break
+            symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
+        return symbols
+
+    def encode_ordinary(self, text):
+        ids = []
+        for word in self.words(text):
+            if word not in self.cache:
+                self.cache[word] = [self.encoder.get(symbol, 0) for symbol in self.bpe(word)]
+            ids += self.cache[word]
+        return ids
+
+    def encode(self, text, *, allowed_special=()):
+        """Special tokens in allowed_special ("all": every one) become their ids; the rest, text."""
+        allowed = list(self.special_tokens) if allowed_special == "all" else list(allowed_special)
+        if not allowed:
+            return self.encode_ordinary(text)
+        parts = regex.split("(" + "|".join(map(regex.escape, allowed)) + ")", text)
+        return [i for n, part in enumerate(parts)  # odd parts are special tokens
+                for i in ([self.special_tokens[part]] if n % 2 else self.encode_ordinary(part))]
+
+    def token_bytes(self, token_id):
+        if token_id not in self.decoder:
+            raise ValueError(f"token id {token_id!r} is not in the vocabulary "
+                             f"(ids 0..{self.vocab_size - 1})")
+        return self.decoder[token_id].replace("</w>", " ").encode("utf-8")
+
+    def decode(self, ids):
+        """The words, a space after each one (</w>) but the last, as Hugging Face's BPEDecoder."""
+        return b"".join(map(self.token_bytes, ids)).decode("utf-8").removesuffix(" ")
+
+    def with_special_tokens(self, tokens):
+        """A copy with more special tokens, numbered from vocab_size on: finetune.py's start,
+        delimiter and extract tokens come after the 40,478, as in finetune-transformer-lm."""
+        new = [t for t in dict.fromkeys(tokens) if t not in self.special_tokens]
+        special = {**self.special_tokens, **{t: self.vocab_size + i for i, t in enumerate(new)}}
+        return GPT1Tokenizer(self.encoder, self.merges, special, self.original)
+
+    def dumps(self):
+        """The tokenizer as text (checkpoints store it): a header line, then JSON."""
+        state = dict(original=self.original, special_tokens=self.special_tokens,
+                     encoder=self.encoder, merges=[" ".join(pair) for pair in self.merges])
+        return f"{GPT1_HEADER}\n{json.dumps(state, ensure_ascii=False)}\n"
+
+    @classmethod
+    def loads(cls, text, source="<string>"):
+        try:
+            state = json.loads(text.removeprefix(GPT1_HEADER))
+            merges = [pair.split(" ") for pair in state["merges"]]
+            return cls(state["encoder"], merges, state["special_tokens"], state["original"])
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{source}: not a GPT-1 tokenizer saved by bpe.py ({error})") from None
+        except ImportError:
+            raise ValueError(f"{source}: this GPT-1 tokenizer splits words with spaCy after ftfy, "
+                             "as GPT-1 was trained: `pip install ftfy spacy`") from None
+
+    def save(self, path):
+        Path(f"{path}.tmp").write_text(self.dumps(), encoding="utf-8")
+        os.replace(f"{path}.tmp", path)
+
+
+def load_tokenizer(spec: str):
+    """A folder (DIR or gpt2:DIR) of OpenAI's files, GPT-2's encoder.json + vocab.bpe or GPT-1's
+    encoder_bpe_40000.json + vocab_40000.bpe, or of a Hugging Face model's vocab.json + merges.txt
+    (GPT-1's when config.json says openai-gpt or its tokens end in </w>); anything else is a file
+    written by `save`."""
+    folder = Path(spec.removeprefix("gpt2:"))
+    if folder.is_dir():
+        if all((folder / name).is_file() for name in GPT1_FILES):
+            return GPT1Tokenizer.from_gpt1(*(folder / name for name in GPT1_FILES))
         for names in (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")):
-            if all((folder / name).is_file() for name in names):
-                return Tokenizer.from_gpt2(*(folder / name for name in names))
-        raise ValueError(f"{folder} has neither encoder.json + vocab.bpe nor vocab.json + merges.txt")
+            files = [folder / name for name in names]
+            if all(file.is_file() for file in files):
+                config = folder / "config.json"
+                gpt1 = ('"openai-gpt"' in config.read_text() if config.is_file()
+                        else '</w>"' in files[0].read_text(encoding="utf-8"))
+                return (GPT1Tokenizer.from_gpt1 if gpt1 else Tokenizer.from_gpt2)(*files)
+        raise ValueError(f"{folder}: vocab.json is missing: a model folder needs its tokenizer, "
+                         "vocab.json + merges.txt (or OpenAI's encoder.json + vocab.bpe, or "
+                         "GPT-1's encoder_bpe_40000.json + vocab_40000.bpe)")
     if not Path(spec).is_file():
         raise ValueError(f"tokenizer file {spec} not found; make one with `python bpe.py train` or use gpt2:DIR")
     return Tokenizer.load(spec)

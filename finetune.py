@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bpe import Tokenizer, load_tokenizer
-from gpt import GPT, GPTConfig
+from gpt import GPT, HUB_NAMES, MODEL_FORMS, GPTConfig, resolve_model
 from train import add_flags, flag, save_checkpoint
 
 
@@ -44,7 +44,9 @@ from train import add_flags, flag, save_checkpoint
 class FinetuneConfig:  # the defaults are GPT-1's (section 4.1, "Fine-tuning details")
     task: str = flag("", "cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, rocstories or custom-KIND (see above)")
     data: str = flag("", "the task's folder (train and dev files) or, for rocstories, its CSV file")
-    init_from: str = flag("out/ckpt.pt", "a train.py checkpoint, a finetune.py checkpoint, or gpt2:DIR")
+    init_from: str = flag("out/ckpt.pt", "a train.py or finetune.py checkpoint, a Hugging Face "
+                          "folder of GPT-2 or GPT-1 (DIR or gpt2:DIR), GPT-1's release folder, "
+                          f"or a Hub name: {', '.join(HUB_NAMES)}")
     out_dir: str = flag("out-finetune", "best.pt, log.jsonl and predictions go here")
     learning_rate: float = flag(6.25e-5, "peak learning rate")
     batch_size: int = flag(32, "examples per step")
@@ -290,13 +292,13 @@ class TaskModel(nn.Module):
 
 def load_start(init_from):
     """The GPT's config and weights, the tokenizer, and the finetune.py checkpoint if it is one."""
-    if init_from.startswith("gpt2:"):
-        gpt = GPT.from_pretrained(init_from.removeprefix("gpt2:"))
-        return dataclasses.asdict(gpt.config), gpt.state_dict(), load_tokenizer(init_from), None
+    if init_from in HUB_NAMES or init_from.startswith("gpt2:") or Path(init_from).is_dir():
+        folder = resolve_model(init_from)  # GPT-1's weights come with GPT-1's tokenizer
+        gpt = GPT.from_pretrained(folder)
+        return dataclasses.asdict(gpt.config), gpt.state_dict(), load_tokenizer(str(folder)), None
     path = Path(init_from)
     if not path.is_file():
-        raise ValueError(f"--init-from {path}: no such checkpoint; train one with `python train.py`, "
-                         "or give gpt2:DIR (a Hugging Face GPT-2 folder)")
+        raise ValueError(f"--init-from {path}: no such checkpoint; give {MODEL_FORMS}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, no code
         tokenizer = Tokenizer.loads(checkpoint["tokenizer"], source=str(path))

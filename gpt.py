@@ -4,8 +4,9 @@ Papers:
   GPT-1: Radford et al. 2018, "Improving Language Understanding by Generative Pre-Training"
   GPT-2: Radford et al. 2019, "Language Models are Unsupervised Multitask Learners"
 
-Read top to bottom: the configuration, attention, the transformer block, the model,
-loading and saving Hugging Face GPT-2 checkpoints, and a smoke test (`python gpt.py`).
+Read top to bottom: the configuration, attention, the transformer block, the model, pretrained
+weights (checkpoints, Hugging Face's GPT-2 and GPT-1, GPT-1's original release, Hub names), and
+a smoke test (`python gpt.py`).
 Text generation (greedy, sampling, beam search) lives in sample.py; it uses the KV cache
 of GPT.forward, which keeps the cost of each new token flat (figures in bench/RESULTS.md).
 """
@@ -37,15 +38,16 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in the Linear layers and LayerNorms, as in GPT-1 and GPT-2
     ln_position: str = "pre"  # "post": LayerNorm after each residual add (GPT-1), "pre": before (GPT-2)
-    activation: str = "gelu_tanh"  # "gelu_tanh" (GPT-1 and GPT-2) or "gelu" (exact, with erf)
+    activation: str = "gelu_tanh"  # "gelu_tanh" (GPT-1, GPT-2), "gelu" (exact, erf), "relu", "silu"
 
     def __post_init__(self):
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
         if self.ln_position not in ("pre", "post"):
             raise ValueError(f"ln_position must be 'pre' or 'post', not {self.ln_position!r}")
-        if self.activation not in ("gelu_tanh", "gelu"):
-            raise ValueError(f"activation must be 'gelu_tanh' or 'gelu', not {self.activation!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
+                             f"not {self.activation!r}")
 
     @classmethod
     def preset(cls, name, **overrides):
@@ -176,20 +178,25 @@ class CausalSelfAttention(nn.Module):
 # The transformer block
 
 
+# OpenAI's GPT-1 and GPT-2 code computes GELU with the tanh approximation; the exact erf GELU
+# (nanoGPT's choice) gives slightly wrong logits with released weights. GPT-1's code also offered
+# ReLU and swish (SiLU), and Hugging Face's GPT-1 configs may name them.
+ACTIVATIONS = {"gelu_tanh": functools.partial(nn.GELU, approximate="tanh"), "gelu": nn.GELU,
+               "relu": nn.ReLU, "silu": nn.SiLU}
+
+
 class MLP(nn.Module):
     """Position-wise feed-forward network, 4x wider inside (GPT-1 section 4.1: 3072 = 4 * 768)."""
 
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        # OpenAI's GPT-1 and GPT-2 code computes GELU with the tanh approximation; the exact
-        # erf GELU (nanoGPT's choice) gives slightly wrong logits with released weights.
-        self.gelu = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        self.act = ACTIVATIONS[config.activation]()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
 class Block(nn.Module):
@@ -307,7 +314,7 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)
 
     # -------------------------------------------------------------------------
-    # Checkpoints: ours (written by train.py) and Hugging Face's GPT-2 format
+    # Checkpoints: ours (train.py, finetune.py), Hugging Face's GPT-2 and GPT-1, GPT-1's release
 
     @classmethod
     def from_checkpoint_dict(cls, checkpoint):
@@ -320,81 +327,224 @@ class GPT(nn.Module):
     CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
     @classmethod
-    def from_pretrained(cls, path):
-        """Load GPT-2 weights from a local Hugging Face checkpoint directory: config.json plus
-        model.safetensors or pytorch_model.bin, e.g. a snapshot folder in ~/.cache/huggingface.
-        Never touches the network."""
-        path = Path(path)
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{config_file} is missing: expected a Hugging Face GPT-2 "
-                                    "directory with config.json and model.safetensors")
-        hf_config = json.loads(config_file.read_text())
-        sizes = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size")
-        missing = [key for key in sizes if key not in hf_config]
-        if hf_config.get("model_type", "gpt2") != "gpt2" or missing:
-            raise ValueError(f"{config_file} is not a GPT-2 config (model_type "
-                             f"{hf_config.get('model_type')!r}, missing {missing or 'nothing'})")
-        activation_function = hf_config.get("activation_function", "gelu_new")
-        activation = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
-        if activation_function not in activation:
-            raise ValueError(f"{config_file}: unsupported activation_function {activation_function!r}")
-        config = GPTConfig(n_layer=hf_config["n_layer"], n_head=hf_config["n_head"],
-                           n_embd=hf_config["n_embd"], block_size=hf_config["n_positions"],
-                           vocab_size=hf_config["vocab_size"], dropout=hf_config.get("resid_pdrop", 0.1),
-                           activation=activation[activation_function])
-
-        weights_file = path / "model.safetensors"
-        if not weights_file.is_file():
-            weights_file = path / "pytorch_model.bin"
-        if not weights_file.is_file():
-            raise FileNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin")
-        try:
-            if weights_file.suffix == ".safetensors":
-                from safetensors.torch import load_file
-                state = load_file(weights_file)
-            else:  # weights_only: unpickle tensors only, never run code from the file
-                state = torch.load(weights_file, map_location="cpu", weights_only=True)
-        except Exception as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise ValueError(f"{weights_file} cannot be read ({reason}): truncated or corrupt?") from None
-        # GPT2Model checkpoints (OpenAI's originals) have no "transformer." prefix; GPT2LMHeadModel ones do.
-        state = {k.removeprefix("transformer."): v for k, v in state.items()}
-
+    def from_pretrained(cls, spec):
+        """The model that `spec` names (any form of resolve_model): a train.py or finetune.py
+        checkpoint, a Hugging Face folder of GPT-2 or GPT-1 (config.json plus model.safetensors
+        or pytorch_model.bin, e.g. a snapshot folder in ~/.cache/huggingface), GPT-1's original
+        release folder, or a Hub name. Only a Hub name that is not in the cache uses the network."""
+        path = resolve_model(spec)
+        if path.is_file():
+            return cls.from_checkpoint_dict(read_checkpoint(path))
+        release = (path / "params_shapes.json").is_file()
+        config, state, source = (read_openai_release if release else read_hugging_face)(path)
         model = cls(config)
         with torch.no_grad():
             for name, param in model.named_parameters():  # lm_head.weight is wte.weight, listed once
                 key = name.removeprefix("transformer.")
                 if key not in state:
-                    raise ValueError(f"{weights_file} has no tensor {key!r}: not a GPT-2 checkpoint?")
+                    raise ValueError(f"{source} has no tensor {key!r}: not GPT-2 or GPT-1?")
                 weight = state[key].t() if name.endswith(cls.CONV1D) else state[key]
                 if weight.shape != param.shape:
-                    raise ValueError(f"{weights_file}: {key} has shape {tuple(weight.shape)}, config.json "
+                    raise ValueError(f"{source}: {key} has shape {tuple(weight.shape)}, its config "
                                      f"implies {tuple(param.shape)}")
                 param.copy_(weight)
         return model
 
     def save_pretrained(self, path):
-        """Write config.json and model.safetensors in Hugging Face's GPT-2 format, so that
-        transformers.GPT2LMHeadModel.from_pretrained(path) opens the model."""
+        """Write config.json and model.safetensors in Hugging Face's format: GPT-2's for a pre-LN
+        model, GPT-1's ("openai-gpt") for a post-LN one, so that transformers' GPT2LMHeadModel or
+        OpenAIGPTLMHeadModel.from_pretrained(path) opens the model."""
         from safetensors.torch import save_file
         config = self.config
-        if config.ln_position != "pre" or not config.bias:
-            raise ValueError("only GPT-2 style models (ln_position='pre', bias=True) fit the GPT-2 format")
+        model_type = "gpt2" if config.ln_position == "pre" else "openai-gpt"
+        key, _, names, _ = HF_FORMATS[model_type]
+        if not config.bias or config.activation not in names.values():
+            raise ValueError(f"Hugging Face's {model_type} needs biases and an activation that its "
+                             f"{key} names ({', '.join(names)}); this model has "
+                             f"bias={config.bias}, activation={config.activation!r}")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        hf_config = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"],
-                         n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
-                         n_positions=config.block_size, vocab_size=config.vocab_size,
-                         activation_function="gelu_new" if config.activation == "gelu_tanh" else "gelu",
-                         resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+        hf_config = dict(model_type=model_type, n_layer=config.n_layer, n_head=config.n_head,
+                         n_embd=config.n_embd, n_positions=config.block_size,
+                         vocab_size=config.vocab_size, resid_pdrop=config.dropout,
+                         embd_pdrop=config.dropout, attn_pdrop=config.dropout,
                          layer_norm_epsilon=1e-5, tie_word_embeddings=True)
+        hf_config[key] = next(name for name, ours in names.items() if ours == config.activation)
+        hf_config["architectures"] = ["GPT2LMHeadModel" if model_type == "gpt2"
+                                      else "OpenAIGPTLMHeadModel"]
         (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         state = {}
         for name, param in self.named_parameters():  # the tied lm_head is not stored twice
             weight = param.detach().t() if name.endswith(self.CONV1D) else param.detach()
+            if model_type == "openai-gpt":
+                name = name.replace(".wte.", ".tokens_embed.").replace(".wpe.", ".positions_embed.")
             state[name] = weight.to("cpu").contiguous()
         save_file(state, path / "model.safetensors", metadata={"format": "pt"})
+
+
+# -----------------------------------------------------------------------------
+# Finding and reading pretrained weights: the one place that turns --init-from into weights
+
+HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "openai-gpt")  # openai-community/NAME
+MODEL_FORMS = ("a checkpoint of train.py or finetune.py (out/ckpt.pt), a Hugging Face folder of "
+               "GPT-2 or GPT-1 (DIR or gpt2:DIR), GPT-1's release folder (params_shapes.json + "
+               f"params_*.npy), or a Hugging Face Hub name: {', '.join(HUB_NAMES)}")
+
+
+def resolve_model(spec):
+    """The file or folder that `spec` names on this machine: a Hub name is looked up in (or added
+    to) the Hugging Face cache; `gpt2:DIR`, the older spelling of a folder, is DIR. A folder that
+    shares a Hub name is reached as ./gpt2."""
+    spec = str(spec)
+    if spec in HUB_NAMES:
+        return hub_snapshot(spec)
+    path = Path(spec.removeprefix("gpt2:")).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{spec}: no such file or folder; give {MODEL_FORMS}")
+    return path
+
+
+HUB_FILES = ["config.json", "model.safetensors", "vocab.json", "merges.txt"]  # no other formats
+
+
+def hub_snapshot(name):
+    """The local folder of openai-community/NAME in the Hugging Face cache (HF_HOME, HF_HUB_CACHE),
+    downloaded on first use. huggingface_hub is imported only here: it is worth installing for the
+    cache that every Hugging Face tool shares, downloads that resume, and HF_HUB_OFFLINE."""
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise ValueError(f"{name}: the Hub needs `pip install huggingface_hub`, or give a local "
+                         "folder with the model") from None
+    repo = f"openai-community/{name}"
+    try:  # the cache first: a model downloaded once loads with no network at all
+        folder = Path(huggingface_hub.snapshot_download(repo, allow_patterns=HUB_FILES,
+                                                        local_files_only=True))
+        if all((folder / file).is_file() for file in HUB_FILES):
+            return folder
+    except FileNotFoundError:  # not in the cache, or only part of it
+        pass
+    cache = huggingface_hub.constants.HF_HUB_CACHE
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise ValueError(f"{name} is not in the Hugging Face cache {cache} and HF_HUB_OFFLINE=1 "
+                         f"forbids downloading it: run once without HF_HUB_OFFLINE to fetch {repo}")
+    try:
+        return Path(huggingface_hub.snapshot_download(repo, allow_patterns=HUB_FILES))
+    except Exception as error:  # no network, a proxy, a full disk: say what and where
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise ValueError(f"cannot download {repo} into {cache} ({reason}); check the network, "
+                         "or give a local folder with the model") from None
+
+
+def read_checkpoint(path):
+    """A checkpoint of train.py or finetune.py: tensors and plain values only (weights_only)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(checkpoint, dict) or not {"model", "config"} <= checkpoint.keys():
+            raise ValueError("no 'model' and 'config' entries")
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise ValueError(f"{path} cannot be read ({reason}): not a checkpoint of train.py or "
+                         f"finetune.py; give {MODEL_FORMS}") from None
+    return checkpoint
+
+
+# Hugging Face's formats: model_type -> (activation key, its default, activation names -> ours,
+# LayerNorm position). GPT-1's modeling_openai.ACT_FNS calls the tanh GELU "gelu", as OpenAI did.
+HF_FORMATS = {
+    "gpt2": ("activation_function", "gelu_new", {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh":
+             "gelu_tanh", "gelu": "gelu", "relu": "relu", "silu": "silu"}, "pre"),
+    "openai-gpt": ("afn", "gelu", {"gelu": "gelu_tanh", "relu": "relu", "silu": "silu",
+                   "swish": "silu"}, "post"),
+}
+
+
+def read_hugging_face(path):
+    """GPTConfig and tensors of a Hugging Face GPT-2 or GPT-1 folder, keyed by our names."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} has no config.json (Hugging Face) or params_shapes.json "
+                                f"(GPT-1's release): give {MODEL_FORMS}")
+    hf_config = json.loads(config_file.read_text())
+    model_type = hf_config.get("model_type", "gpt2")
+    if model_type not in HF_FORMATS:
+        raise ValueError(f"{config_file}: model_type {model_type!r} is neither GPT-2 ('gpt2') nor "
+                         "GPT-1 ('openai-gpt')")
+    key, default, names, ln_position = HF_FORMATS[model_type]
+    sizes = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size")
+    missing = [size for size in sizes if size not in hf_config]
+    if missing:
+        raise ValueError(f"{config_file} has no {', '.join(missing)}: not a {model_type} config")
+    activation = hf_config.get(key, default)
+    if activation not in names:
+        raise ValueError(f"{config_file}: unknown {key} {activation!r} (known: {', '.join(names)})")
+    config = GPTConfig(n_layer=hf_config["n_layer"], n_head=hf_config["n_head"],
+                       n_embd=hf_config["n_embd"], block_size=hf_config["n_positions"],
+                       vocab_size=hf_config["vocab_size"], ln_position=ln_position,
+                       dropout=hf_config.get("resid_pdrop", 0.1), activation=names[activation])
+
+    weights_file = path / "model.safetensors"
+    if not weights_file.is_file():
+        weights_file = path / "pytorch_model.bin"
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin")
+    try:
+        if weights_file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(weights_file)
+        else:  # weights_only: unpickle tensors only, never run code from the file
+            state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise ValueError(f"{weights_file} cannot be read ({reason}): truncated, corrupt?") from None
+    # Base models (GPT2Model, OpenAIGPTModel) have no "transformer." prefix; *LMHeadModel ones do.
+    # GPT-1's embeddings are named tokens_embed and positions_embed there.
+    state = {k.removeprefix("transformer."): v for k, v in state.items()}
+    renames = {"tokens_embed.weight": "wte.weight", "positions_embed.weight": "wpe.weight"}
+    state = {renames.get(k, k): v for k, v in state.items()}
+    return config, state, weights_file
+
+
+# GPT-1's release (finetune-transformer-lm/model/) names no arrays: params_shapes.json lists their
+# shapes in order, the positions (n_ctx, n_embd) and tokens (n_vocab, n_embd) first, then twelve
+# per block, in this order; weights are (1, in, out), the Linear layers being 1x1 convolutions.
+RELEASE_BLOCK = [f"{module}.{p}" for module in ("attn.c_attn", "attn.c_proj", "ln_1", "mlp.c_fc",
+                                                "mlp.c_proj", "ln_2") for p in ("weight", "bias")]
+
+
+def read_openai_release(folder):
+    """GPTConfig and tensors of GPT-1 as OpenAI released it: the 146 arrays of params_shapes.json,
+    flattened, concatenated and cut into params_0.npy .. params_9.npy, read as its train.py does."""
+    import numpy as np
+    shapes_file = folder / "params_shapes.json"
+    try:
+        shapes = [tuple(map(int, shape)) for shape in json.loads(shapes_file.read_text())]
+        assert len(shapes) > 2 and (len(shapes) - 2) % 12 == 0 and len(shapes[0]) == 2
+    except (ValueError, TypeError, AssertionError):
+        raise ValueError(f"{shapes_file}: expected a list of 2 + 12 * n_layer shapes") from None
+    shards = []
+    for i in range(10):
+        shard = folder / f"params_{i}.npy"
+        if not shard.is_file():
+            raise FileNotFoundError(f"{shard} is missing: GPT-1's release has params_0..9.npy")
+        try:
+            shards.append(np.load(shard).reshape(-1))  # no pickles: allow_pickle is off
+        except (ValueError, OSError) as error:
+            raise ValueError(f"{shard} cannot be read ({str(error)[:200]}): truncated?") from None
+    flat, sizes = np.concatenate(shards), [math.prod(shape) for shape in shapes]
+    if flat.size != sum(sizes):
+        raise ValueError(f"{folder}: params_*.npy hold {flat.size:,} numbers, {shapes_file.name} "
+                         f"lists {sum(sizes):,}: a shard is truncated or of another model")
+    arrays = [torch.from_numpy(a).reshape(shape[-2:]).float()
+              for a, shape in zip(np.split(flat, np.cumsum(sizes)[:-1]), shapes)]
+    (n_ctx, n_embd), n_layer = shapes[0], (len(shapes) - 2) // 12
+    # The release does not store n_head: GPT-1 has 12 heads of 64 (section 4.1); so do small copies.
+    config = GPTConfig.preset("gpt1", n_layer=n_layer, n_head=max(1, n_embd // 64), n_embd=n_embd,
+                              block_size=n_ctx, vocab_size=shapes[1][0])
+    state = {"wpe.weight": arrays[0], "wte.weight": arrays[1]}
+    for i in range(n_layer):
+        state.update({f"h.{i}.{name}": a for name, a in zip(RELEASE_BLOCK, arrays[2 + 12 * i:])})
+    return config, state, folder
 
 
 # -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@ repetition penalty, stop strings and beam search, all with the KV cache of gpt.p
 
     python sample.py --prompt "To be, or not to be"            # from out/ckpt.pt (train.py)
     python sample.py --init-from ~/gpt2 --prompt "Hello" --top-p 0.9   # from GPT-2 weights
+    python sample.py --init-from openai-gpt --prompt "the night was"   # GPT-1, from the Hub
     echo "Once upon a time" | python sample.py --greedy
 
 The generation functions (generate, generate_stream, beam_search) are importable:
@@ -18,8 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bpe import Tokenizer
-from gpt import GPT
+from bpe import Tokenizer, load_tokenizer
+from gpt import GPT, HUB_NAMES, read_checkpoint, resolve_model
 
 # -----------------------------------------------------------------------------
 # Choosing the next token
@@ -178,17 +179,15 @@ def load_checkpoint(out_dir, device):
     return model, tokenizer
 
 
-def load_pretrained(path):
-    """GPT-2 weights and tokenizer from a Hugging Face directory (config.json, model.safetensors,
-    vocab.json, merges.txt)."""
-    path = Path(path)
-    model = GPT.from_pretrained(path)
-    vocab, merges = path / "vocab.json", path / "merges.txt"
-    for file in (vocab, merges):
-        if not file.is_file():
-            raise FileNotFoundError(f"{file} is missing: the GPT-2 tokenizer (vocab.json and "
-                                    "merges.txt) must sit next to the weights")
-    return model, Tokenizer.from_gpt2(vocab, merges)
+def load_pretrained(spec):
+    """Weights and their tokenizer: a train.py or finetune.py checkpoint, or a Hugging Face folder
+    of GPT-2 or GPT-1 (config.json, model.safetensors, vocab.json, merges.txt), GPT-1's release
+    folder or a Hub name, the tokenizer's files next to the weights."""
+    path = resolve_model(spec)
+    if path.is_file():
+        checkpoint = read_checkpoint(path)
+        return GPT.from_checkpoint_dict(checkpoint), Tokenizer.loads(checkpoint["tokenizer"])
+    return GPT.from_pretrained(path), load_tokenizer(str(path))
 
 
 # -----------------------------------------------------------------------------
@@ -198,7 +197,8 @@ def load_pretrained(path):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", default="out", help="directory with ckpt.pt written by train.py")
-    p.add_argument("--init-from", metavar="HF_DIR", help="sample from GPT-2 weights in a Hugging Face directory")
+    p.add_argument("--init-from", metavar="MODEL", help="a checkpoint, a Hugging Face folder of GPT-2 "
+                   f"or GPT-1, GPT-1's release folder, or a Hub name: {', '.join(HUB_NAMES)}")
     p.add_argument("--prompt", help="text to continue (default: --prompt-file, else stdin, "
                                     "else empty: start from <|endoftext|>)")
     p.add_argument("--prompt-file", help="read the prompt from this file ('-' for stdin)")
@@ -313,12 +313,15 @@ def main(argv=None):
         torch.manual_seed(args.seed)
     stream = sys.stdout.isatty() if args.stream is None else args.stream
     stop_ids = [] if tokenizer.eot_id is None else [tokenizer.eot_id]
+    # GPT-1's tokens end a word with a space (</w>), which the prompt's last word is still owed.
+    ends_word = tokenizer.token_bytes(ids[-1]).endswith(b" ") and not prompt.endswith(" ")
+    owed_space = " " if ends_word else ""
     idx = torch.tensor([ids], device=args.device)
     try:
         for i in range(args.num_samples):
             if i > 0:
                 print("-" * 40)
-            print(prompt, end="", flush=True)
+            print(prompt + owed_space, end="", flush=True)
             if args.beam:
                 out = beam_search(model, idx, args.max_new_tokens, args.beam, stop_ids=stop_ids,
                                   length_penalty=args.length_penalty, use_kv_cache=not args.no_kv_cache)
