@@ -17,10 +17,11 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
 import sysconfig
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+try:
+    import fcntl  # POSIX file locks; on Windows, runs into one folder are not detected
+except ImportError:
+    fcntl = None
 
 from bpe import ENDOFTEXT, Tokenizer, load_tokenizer, read_text, text_files
 import gpt
@@ -75,6 +81,7 @@ class TrainConfig:
     eval_iters: int = flag(20, "validation batches per evaluation (the same batches every time)")
     log_interval: int = flag(10, "print progress every this many steps")
     resume: bool = flag(False, "continue from out_dir/ckpt.pt")
+    overwrite: bool = flag(False, "start a new run in an out_dir that holds one, deleting its checkpoints and log")
     plot: bool = flag(False, "write out_dir/loss.png (needs matplotlib)")
     sample_tokens: int = flag(200, "tokens of the sample printed at the end; 0: none")
 
@@ -208,9 +215,12 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 # Checkpoints: written atomically, loaded without running code (weights_only=True)
 
 def save_checkpoint(path: Path, state: dict):
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)  # a crash mid-save leaves the previous checkpoint whole
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # this process's own name
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)  # a crash mid-save leaves the previous checkpoint whole
+    finally:
+        temporary.unlink(missing_ok=True)  # a failed save (disk full, Ctrl-C) leaves no half file
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -226,6 +236,45 @@ def load_checkpoint(path: Path) -> dict:
     if missing:
         raise ValueError(f"{path} is not a train.py checkpoint (missing {', '.join(sorted(missing))})")
     return checkpoint
+
+
+# -----------------------------------------------------------------------------
+# The out dir: one run at a time, and a run's results are never replaced by accident
+
+RUN_FILES = ("ckpt.pt", "best.pt", "log.jsonl", "loss.png")
+
+
+@contextmanager
+def locked(out_dir: Path):
+    """Hold an exclusive lock on out_dir while a run writes there: a second run into the same folder
+    stops at once instead of mixing its log and checkpoints with ours. The operating system drops
+    the lock when the process ends, however it ends."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out-dir {out_dir} is a file, not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "a+") as lock:
+        if fcntl:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                raise ValueError(f"another run (process {lock.read().strip() or '?'}) is writing to {out_dir}; "
+                                 "wait for it to end, or use another --out-dir") from None
+            lock.truncate(0)
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
+        yield
+
+
+def previous_run(out_dir: Path, names) -> list[str]:
+    """The files of a run already in out_dir. A folder where a file goes fails now, not at the
+    first save, after the expensive work."""
+    found = [name for name in names if (out_dir / name).exists()]
+    for name in found:
+        if (out_dir / name).is_dir():
+            raise ValueError(f"{out_dir / name} is a folder, and the run writes a file there; "
+                             "move it away or use another --out-dir")
+    return found
 
 
 # -----------------------------------------------------------------------------
@@ -279,6 +328,10 @@ def train(config: TrainConfig, explicit: set):
     log = print if master else (lambda *args, **kwargs: None)
     device = setup_device(config)
     out_dir, checkpoint_path = Path(config.out_dir), Path(config.out_dir) / "ckpt.pt"
+    found = previous_run(out_dir, RUN_FILES) if master else []
+    if found and not config.resume and not config.overwrite:  # Hugging Face Trainer's rule too
+        raise ValueError(f"{out_dir} holds a run ({', '.join(found)}): continue it with --resume, "
+                         "replace it with --overwrite, or use another --out-dir")
 
     checkpoint = load_checkpoint(checkpoint_path) if config.resume else None
     if checkpoint:  # the run's own settings, except what this command line says (e.g. a longer --max-iters)
@@ -378,7 +431,9 @@ def train(config: TrainConfig, explicit: set):
         return sum(losses) / len(losses)
 
     if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if not config.resume:  # a new run: what an old one left (--overwrite) goes now
+            for name in RUN_FILES:
+                (out_dir / name).unlink(missing_ok=True)
         log_file = out_dir / "log.jsonl"
         lines = log_file.read_text().splitlines() if config.resume and log_file.is_file() else []
         # A resumed run continues its log from the checkpoint's step: what came after it is redone.
@@ -389,10 +444,28 @@ def train(config: TrainConfig, explicit: set):
             with open(out_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(entry) + "\n")
 
+    # Ctrl-C (SIGINT) and SIGTERM (sent by cluster schedulers before they kill a job) stop the run
+    # between two steps, so that the checkpoint holds whole steps and resuming is exact. A second
+    # signal stops at once; the last checkpoint stays.
+    stop = []
+
+    def request_stop(signum, frame):
+        if stop:
+            raise KeyboardInterrupt
+        stop.append(signum)
+
+    def stop_requested():  # by any process: all stop at the same step
+        if not distributed:
+            return bool(stop)
+        flag = torch.tensor(len(stop), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return flag.item() > 0
+
     start_time, start_step = time.time(), step
     interval_time, interval_step = start_time, step  # tokens/s over the last log interval
+    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while step < config.max_iters:
+        while step < config.max_iters and not stop_requested():
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -437,14 +510,16 @@ def train(config: TrainConfig, explicit: set):
                     best_val_loss = val_loss
                     save_checkpoint(out_dir / "best.pt", checkpoint_state())
                 save_checkpoint(checkpoint_path, checkpoint_state())
-    except KeyboardInterrupt:
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        if distributed:
+            dist.destroy_process_group()
+    if step < config.max_iters:  # stopped by a signal
         if master:
             save_checkpoint(checkpoint_path, checkpoint_state())
             log(f"\ninterrupted: saved {checkpoint_path} at step {step}; continue with --resume")
-        sys.exit(130)
-    finally:
-        if distributed:
-            dist.destroy_process_group()
+        sys.exit(128 + (stop[0] if stop else signal.SIGINT))
 
     if master and config.plot:
         plot_losses(out_dir / "log.jsonl", out_dir / "loss.png")
@@ -526,9 +601,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     try:
-        train(*parse_args(argv))
+        config, explicit = parse_args(argv)
+        with locked(Path(config.out_dir)) if int(os.environ.get("RANK", 0)) == 0 else nullcontext():
+            train(config, explicit)
     except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
         sys.exit("error: " + (str(error).strip().splitlines() or [type(error).__name__])[0])
+    except KeyboardInterrupt:  # before the training loop (e.g. preparing the data), or a second Ctrl-C
+        print("interrupted: the data cache and the last checkpoint, if any, are whole", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

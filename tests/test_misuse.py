@@ -1,0 +1,193 @@
+"""train.py, finetune.py and sample.py used as a careless or unlucky user would (issue 13): reused
+folders, interrupted runs, a corpus that changed, wrong settings, hostile files. The standard is the
+most trusted trainers' (Hugging Face Trainer refuses a non-empty output folder unless told to
+overwrite): a run never destroys another, never silently trains on something other than what was
+asked, and bad input gets one line and a non-zero exit."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import finetune
+import sample
+import train
+from bpe import ENDOFTEXT, Tokenizer
+from gpt import GPT, GPTConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model", "gpt-nano", "--block-size", "32", "--batch-size", "4", "--vocab-size", "300",
+        "--eval-iters", "2", "--log-interval", "1", "--sample-tokens", "0", "--device", "cpu"]
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error given without CUDA")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """25 small documents of real text (this project's own files, cut into pieces)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    text = "".join((ROOT / name).read_text(encoding="utf-8") for name in ("bpe.py", "README.md", "gpt.py"))
+    for i in range(25):
+        (folder / f"doc{i:02d}.txt").write_text(text[i * 3000:(i + 1) * 3000], encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """out/ckpt.pt of a random gpt-nano with a 300-token BPE (<|endoftext|> is 299): what sample.py
+    reads from --out-dir and finetune.py from --init-from."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.train((ROOT / "README.md").read_text(encoding="utf-8"), 300, special_tokens=[ENDOFTEXT])
+    config = GPTConfig.preset("gpt-nano", vocab_size=tokenizer.vocab_size, block_size=32)
+    path = tmp_path_factory.mktemp("pretrained") / "ckpt.pt"
+    torch.save({"model": GPT(config).state_dict(), "config": vars(config), "tokenizer": tokenizer.dumps()}, path)
+    return path
+
+
+def train_argv(tmp_path, data, *flags, out="out"):
+    return ["--data", str(data), "--cache-dir", str(tmp_path / "cache"), "--out-dir", str(tmp_path / out), *TINY, *flags]
+
+
+def one_line_error(main, argv, *words):
+    """The project's rule for bad input: one line naming the problem and the fix, a non-zero exit."""
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    message = str(exit.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+def run_files(out):
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name in ("ckpt.pt", "best.pt", "log.jsonl")}
+
+
+def model_weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- nothing lost: out dirs, caches, resume
+
+def test_a_new_run_into_a_folder_holding_a_run_is_refused(tmp_path, corpus):
+    """Hugging Face Trainer's overwrite_output_dir rule: a folder holding a run is continued
+    (--resume) or replaced when asked (--overwrite), never replaced by running a command twice."""
+    argv = train_argv(tmp_path, corpus, "--max-iters", "2", "--eval-interval", "2")
+    train.main(argv)
+    before = run_files(tmp_path / "out")
+    assert set(before) == {"ckpt.pt", "best.pt", "log.jsonl"}
+    elsewhere = ["--cache-dir", str(tmp_path / "other-cache")]
+    one_line_error(train.main, argv + elsewhere, "--resume", "--overwrite")
+    assert run_files(tmp_path / "out") == before
+    assert not (tmp_path / "other-cache").exists()  # refused before the data was prepared
+
+    train.main(argv + ["--overwrite", "--max-iters", "3"])
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if "loss" in e] == [1, 2, 3]  # the new run's log only
+    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["step"] == 3
+
+
+def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, corpus, monkeypatch):
+    """Ctrl-C between two micro-batches of a step: the step is finished and saved, and resuming gives
+    the weights of a run never interrupted, bit for bit (dropout on: every generator must match)."""
+    common = ["--max-iters", "5", "--batch-tokens", "256", "--dropout", "0.1", "--eval-interval", "2",
+              "--warmup-iters", "2"]  # 2 micro-batches of 4 x 32 per step
+    train.main(train_argv(tmp_path, corpus, *common, out="straight"))
+    calls = 0
+    get = train.Batches.get
+
+    def get_then_ctrl_c(self, split, offsets, device):
+        nonlocal calls
+        calls += split == "train"
+        if split == "train" and calls == 3:  # step 2's first micro-batch
+            signal.raise_signal(signal.SIGINT)
+        return get(self, split, offsets, device)
+    with monkeypatch.context() as patch:
+        patch.setattr(train.Batches, "get", get_then_ctrl_c)
+        with pytest.raises(SystemExit) as exit:
+            train.main(train_argv(tmp_path, corpus, *common, out="resumed"))
+    assert exit.value.code == 130
+    train.main(train_argv(tmp_path, corpus, *common, "--resume", out="resumed"))
+    assert same_weights(model_weights(tmp_path / "straight" / "ckpt.pt"), model_weights(tmp_path / "resumed" / "ckpt.pt"))
+
+
+def wait_for_line(process, prefix, timeout):
+    """Read the process's output until a line starts with prefix; a thread, so a hang fails by timeout."""
+    found = threading.Event()
+
+    def read():
+        for line in process.stdout:
+            if line.startswith(prefix):
+                return found.set()
+    threading.Thread(target=read, daemon=True).start()
+    assert found.wait(timeout), f"no line starting with {prefix!r} in {timeout} s"
+
+
+def test_sigterm_saves_like_ctrl_c_and_a_second_run_into_the_folder_is_locked_out(tmp_path, corpus):
+    """Cluster schedulers (Slurm, Kubernetes) send SIGTERM before they kill a job."""
+    argv = train_argv(tmp_path, corpus, "--max-iters", "100000", "--eval-interval", "100000")
+    process = subprocess.Popen([sys.executable, "-u", str(ROOT / "train.py"), *argv], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        wait_for_line(process, "step 2/", timeout=240)
+        one_line_error(train.main, argv + ["--overwrite", "--max-iters", "1"], "another run")  # even --overwrite waits
+        process.send_signal(signal.SIGTERM)
+        output, errors = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM and "interrupted" in output, errors
+    step = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["step"]
+    train.main(argv + ["--resume", "--max-iters", str(step + 1)])
+    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["step"] == step + 1
+
+
+# ---------------------------------------------------------------- settings: checked once, before the work
+
+
+def test_an_unusable_out_dir_fails_before_the_data_is_prepared(tmp_path, corpus):
+    (tmp_path / "out" / "ckpt.pt").mkdir(parents=True)  # a folder where the checkpoint goes
+    one_line_error(train.main, train_argv(tmp_path, corpus, "--max-iters", "1"), "ckpt.pt", "folder")
+    (tmp_path / "file").write_text("")
+    one_line_error(train.main, train_argv(tmp_path, corpus, "--max-iters", "1", out="file"), "file")
+    assert not (tmp_path / "cache").exists()
+
+
+# ---------------------------------------------------------------- hostile checkpoints
+
+class Payload:
+    """A pickle that calls a function when loaded: what a malicious "checkpoint" holds."""
+    def __reduce__(self):
+        return print, ("the payload ran",)
+
+
+# ---------------------------------------------------------------- sample.py
+
+@pytest.fixture()
+def sample_dir(checkpoint):
+    return checkpoint.parent
+
+
+# ---------------------------------------------------------------- finetune.py
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+SST2_ROWS = "sentence\tlabel\n" + "".join(f"a {word} film\t{n % 2}\n" for n, word in enumerate("good bad fine dull".split() * 3))
+
+
