@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import sysconfig
@@ -118,26 +119,36 @@ def builtin_corpus() -> list[Path]:
     return [f for f in sorted(stdlib.rglob("*.py")) if not skip & set(f.relative_to(stdlib).parts)]
 
 
-def prepare_data(config: TrainConfig, log=print) -> Path:
+def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> Path:
     """Tokenize the corpus into uint16 (or uint32) token files, or reuse the cache when neither the
-    corpus nor the tokenizer changed. Returns the folder with train.bin, val.bin, meta.json."""
+    corpus nor the tokenizer changed. Returns the folder with train.bin, val.bin, meta.json.
+
+    The folder's name ends with a fingerprint of the corpus and the tokenizer, so two corpora never
+    share one, and it is built under a temporary name, then renamed: a folder found under its own
+    name is complete. `expect`: a resumed run's fingerprint, which the corpus must still have."""
     source = Path(config.data) if config.data else None
     if source and (source / "train.bin").is_file() and (source / "val.bin").is_file():
         return source  # already prepared
+    if source and source.exists() and not (source.is_file() or source.is_dir()):
+        raise ValueError(f"--data {source} is not a regular file or folder (a FIFO or a device?); give text files")
     files = text_files([source]) if source else builtin_corpus()
     if not files:
         raise ValueError(f"no text files (.txt .md .rst .py) in {source}")
-    fingerprint = hashlib.sha256(f"v1 {config.tokenizer} {config.vocab_size}".encode())
+    tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else None
+    fingerprint = hashlib.sha256(f"v2 {tokenizer.dumps() if tokenizer else config.vocab_size}".encode())
     texts = []
     for file in files:
         texts.append(read_text(file))
         fingerprint.update(f"\0{file.name}\0{len(texts[-1])}\0".encode() + texts[-1].encode())
     if not any(text.strip() for text in texts):
         raise ValueError(f"the corpus {source} is empty: give a file or folder with text in it")
+    fingerprint = fingerprint.hexdigest()
+    if expect and fingerprint != expect:  # a new tokenizer would give the checkpoint's ids new meanings
+        raise ValueError(f"--resume: the corpus {source or ''} or its tokenizer changed since the checkpoint was "
+                         "written; restore them, or start a new run in another --out-dir")
     tokenizer_name = "gpt2" if config.tokenizer.startswith("gpt2:") else Path(config.tokenizer).stem or "bpe"
-    folder = Path(config.cache_dir) / f"{source.stem if source else 'stdlib'}-{tokenizer_name}"
-    meta_file = folder / "meta.json"
-    if meta_file.is_file() and json.loads(meta_file.read_text()).get("fingerprint") == fingerprint.hexdigest():
+    folder = Path(config.cache_dir) / f"{source.stem if source else 'stdlib'}-{tokenizer_name}-{fingerprint[:12]}"
+    if (folder / "meta.json").is_file():
         log(f"data: reusing {folder}")
         return folder
     log(f"data: preparing {folder} from {len(files)} files ({sum(map(len, texts)) / 1e6:.1f}M characters)")
@@ -149,27 +160,33 @@ def prepare_data(config: TrainConfig, log=print) -> Path:
         text = "\n".join(texts)
         cut = text.rfind("\n", 0, int(len(text) * 0.9)) + 1 or int(len(text) * 0.9)
         train_texts, val_texts = [text[:cut]], [text[cut:]]
-    if config.tokenizer:
-        tokenizer = load_tokenizer(config.tokenizer)
-    else:
+    if tokenizer is None:
         log(f"data: training a {config.vocab_size}-token BPE on the training split")
         tokenizer = Tokenizer.train(train_texts, config.vocab_size, special_tokens=[ENDOFTEXT], verbose=True)
     if tokenizer.eot_id is None:
         raise ValueError(f"tokenizer {config.tokenizer} has no {ENDOFTEXT} token to separate documents")
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    folder.mkdir(parents=True, exist_ok=True)
-    sizes = {}
-    for split, split_texts in (("train", train_texts), ("val", val_texts)):
-        encoded = tokenizer.encode_batch(split_texts, ordinary=True)  # the corpus is plain text
-        tokens = np.fromiter((i for ids in encoded for i in (*ids, tokenizer.eot_id)), dtype=dtype)
-        tokens.tofile(folder / f"{split}.bin.tmp")
-        os.replace(folder / f"{split}.bin.tmp", folder / f"{split}.bin")
-        sizes[split] = len(tokens)
-    tokenizer.save(folder / "tokenizer.bpe")
-    meta = dict(fingerprint=fingerprint.hexdigest(), dtype=np.dtype(dtype).name, vocab_size=tokenizer.vocab_size,
-                train_tokens=sizes["train"], val_tokens=sizes["val"],
-                val_bytes=sum(len(t.encode("utf-8")) for t in val_texts))
-    meta_file.write_text(json.dumps(meta, indent=1))  # written last: its presence marks a complete folder
+    building = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+    building.mkdir(parents=True, exist_ok=True)
+    try:
+        sizes = {}
+        for split, split_texts in (("train", train_texts), ("val", val_texts)):
+            encoded = tokenizer.encode_batch(split_texts, ordinary=True)  # the corpus is plain text
+            tokens = np.fromiter((i for ids in encoded for i in (*ids, tokenizer.eot_id)), dtype=dtype)
+            tokens.tofile(building / f"{split}.bin")
+            sizes[split] = len(tokens)
+        tokenizer.save(building / "tokenizer.bpe")
+        meta = dict(fingerprint=fingerprint, dtype=np.dtype(dtype).name, vocab_size=tokenizer.vocab_size,
+                    train_tokens=sizes["train"], val_tokens=sizes["val"],
+                    val_bytes=sum(len(t.encode("utf-8")) for t in val_texts))
+        (building / "meta.json").write_text(json.dumps(meta, indent=1))
+        os.rename(building, folder)
+    except OSError:
+        if not (folder / "meta.json").is_file():
+            raise
+        # else another process built the same folder first: it is the same data
+    finally:
+        shutil.rmtree(building, ignore_errors=True)  # interrupted, or not needed: nothing half-built stays
     log(f"data: {sizes['train']:,} train and {sizes['val']:,} val tokens")
     return folder
 
@@ -352,12 +369,13 @@ def train(config: TrainConfig, explicit: set):
     # Data (rank 0 prepares, the others wait for it), tokenizer and model.
     if config.init_from and not config.tokenizer:
         config.tokenizer = config.init_from  # GPT-2 weights need GPT-2's vocabulary
+    expect = checkpoint.get("data_fingerprint") if checkpoint else None
     if master:
-        folder = prepare_data(config, log)
+        folder = prepare_data(config, log, expect)
     if distributed:
         dist.barrier()  # the other processes wait for rank 0, then find the data prepared
         if not master:
-            folder = prepare_data(config, lambda *args: None)
+            folder = prepare_data(config, lambda *args: None, expect)
     meta_file = folder / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     if (folder / "tokenizer.bpe").is_file():
@@ -366,7 +384,14 @@ def train(config: TrainConfig, explicit: set):
         tokenizer = load_tokenizer(config.tokenizer)
     else:
         raise ValueError(f"{folder} has no tokenizer.bpe: name the tokenizer of its .bin files with --tokenizer gpt2:DIR or FILE")
+    if checkpoint and tokenizer.dumps() != checkpoint["tokenizer"]:
+        raise ValueError(f"{folder} was not made with the tokenizer of {checkpoint_path}; resume on the run's own "
+                         "data, or start a new run in another --out-dir")
     batches = Batches(folder, np.dtype(meta.get("dtype", "uint16")), config.block_size, config.seed)
+    for split in ("train", "val") if folder == Path(config.data) else ():  # prepared elsewhere: check the ids
+        if (largest := int(batches.tokens(split).max(initial=0))) >= tokenizer.vocab_size:
+            raise ValueError(f"{folder / split}.bin holds token id {largest}, the tokenizer has "
+                             f"{tokenizer.vocab_size} tokens: name the tokenizer it was made with (--tokenizer)")
     eval_offsets = batches.offsets("val", config.eval_iters * config.batch_size, torch.Generator().manual_seed(0))
 
     model = build_model(config, tokenizer, checkpoint).to(device)
@@ -415,7 +440,7 @@ def train(config: TrainConfig, explicit: set):
         return {"model": raw_model.state_dict(), "config": dataclasses.asdict(raw_model.config),
                 "train_config": dataclasses.asdict(config), "tokenizer": tokenizer.dumps(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "step": step, "best_val_loss": best_val_loss,
+                "step": step, "best_val_loss": best_val_loss, "data_fingerprint": meta.get("fingerprint"),
                 "rng": {"torch": torch.get_rng_state(), "data": batches.generator.get_state(),
                         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}}
 

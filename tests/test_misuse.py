@@ -99,6 +99,43 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused(tmp_path, corpus):
     assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["step"] == 3
 
 
+def test_the_data_cache_is_keyed_by_content_and_only_complete_folders_are_reused(tmp_path, monkeypatch):
+    cache, text = tmp_path / "cache", (ROOT / "README.md").read_text(encoding="utf-8")
+    a, b = tmp_path / "a" / "input.txt", tmp_path / "b" / "input.txt"  # one name, two corpora
+    for path, part in ((a, text[:6000]), (b, text[6000:12000])):
+        path.parent.mkdir()
+        path.write_text(part, encoding="utf-8")
+    config = lambda path: train.TrainConfig(data=str(path), cache_dir=str(cache), vocab_size=300)
+    folder_a = train.prepare_data(config(a))
+    tokens_a = (folder_a / "train.bin").read_bytes()
+
+    def interrupt(*args, **kwargs):  # Ctrl-C once the token files are written, before the end
+        raise KeyboardInterrupt
+    a.write_text(text[:5000], encoding="utf-8")
+    with monkeypatch.context() as patch:
+        patch.setattr(Tokenizer, "save", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            train.prepare_data(config(a))
+    a.write_text(text[:6000], encoding="utf-8")
+    assert (train.prepare_data(config(a)) / "train.bin").read_bytes() == tokens_a  # not the half-built one
+
+    folder_b = train.prepare_data(config(b))
+    assert folder_b != folder_a and (folder_a / "train.bin").read_bytes() == tokens_a
+    assert sorted(cache.iterdir()) == sorted([folder_a, folder_b])  # no half-built folder left
+
+
+def test_resume_refuses_a_corpus_that_changed(tmp_path, corpus):
+    """The checkpoint's ids mean the tokens of the tokenizer trained on the old corpus: a new BPE
+    would make them mean others."""
+    data = tmp_path / "data"
+    shutil.copytree(corpus, data)
+    train.main(train_argv(tmp_path, data, "--max-iters", "2"))
+    before = run_files(tmp_path / "out")
+    (data / "doc03.txt").write_text("A different document. " * 100, encoding="utf-8")
+    one_line_error(train.main, train_argv(tmp_path, data, "--resume", "--max-iters", "4"), "changed", "--out-dir")
+    assert run_files(tmp_path / "out") == before
+
+
 def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, corpus, monkeypatch):
     """Ctrl-C between two micro-batches of a step: the step is finished and saved, and resuming gives
     the weights of a run never interrupted, bit for bit (dropout on: every generator must match)."""
@@ -163,6 +200,33 @@ def test_an_unusable_out_dir_fails_before_the_data_is_prepared(tmp_path, corpus)
     (tmp_path / "file").write_text("")
     one_line_error(train.main, train_argv(tmp_path, corpus, "--max-iters", "1", out="file"), "file")
     assert not (tmp_path / "cache").exists()
+
+
+def test_bad_data_gets_one_line(tmp_path, monkeypatch, capsys):
+    """A prepared folder whose ids the tokenizer does not have; a FIFO; Ctrl-C while preparing."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    Tokenizer.train(text, 260, special_tokens=[ENDOFTEXT]).save(tmp_path / "tok.bpe")
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    for split in ("train", "val"):
+        (np.arange(2000) % 300).astype(np.uint16).tofile(prepared / f"{split}.bin")  # ids up to 299
+    flags = ["--tokenizer", str(tmp_path / "tok.bpe"), "--max-iters", "1"]
+    one_line_error(train.main, train_argv(tmp_path, prepared, *flags), "train.bin", "299", "260")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo")
+        one_line_error(train.main, train_argv(tmp_path, tmp_path / "fifo"), "fifo", "not a regular file")
+
+    (tmp_path / "text.txt").write_text(text, encoding="utf-8")
+    monkeypatch.setattr(Tokenizer, "train", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+    capsys.readouterr()
+    try:
+        train.main(train_argv(tmp_path, tmp_path / "text.txt", out="out-ctrl-c"))
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C while preparing the data ended in a traceback")
+    except SystemExit as exit:
+        assert exit.code == 130
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not list((tmp_path / "cache").glob("text-*"))  # nothing half-built left behind
 
 
 # ---------------------------------------------------------------- hostile checkpoints
