@@ -99,6 +99,9 @@ DEVICE_DEFAULTS = {
 }
 
 
+AUTOMATIC = ("model", "block_size", "batch_size", "max_iters", "learning_rate")  # 0 or "": chosen for the device
+
+
 def fill_defaults(config: TrainConfig, device_type: str, explicit: set) -> TrainConfig:
     config = dataclasses.replace(config, **{k: v for k, v in DEVICE_DEFAULTS[device_type].items() if k not in explicit})
     if config.warmup_iters < 0:
@@ -106,6 +109,32 @@ def fill_defaults(config: TrainConfig, device_type: str, explicit: set) -> Train
     config.eval_interval = config.eval_interval or max(1, config.max_iters // 10)
     config.lr_decay_iters = config.lr_decay_iters or config.max_iters
     return config
+
+
+def check_settings(config, rules):
+    """rules: (setting, whether its value is fine, what it must be); the first wrong one is an error."""
+    for name, ok, must in rules:
+        if not ok:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(config, name)!r}: must be {must}")
+
+
+def check_config(c: TrainConfig):
+    """The resolved settings in their ranges: a wrong one fails here, in one line, before the data is
+    prepared; not later with a traceback or, worse, silently (--dtype int8 trained in float32)."""
+    auto = "> 0 (or 0: chosen for the device)"
+    check_settings(c, [
+        ("vocab_size", c.vocab_size > 256, "> 256 (the bytes, then merges and <|endoftext|>)"),
+        ("block_size", c.block_size > 0, auto), ("batch_size", c.batch_size > 0, auto),
+        ("batch_tokens", c.batch_tokens >= 0, ">= 0"), ("max_iters", c.max_iters > 0, auto),
+        ("lr_decay_iters", c.lr_decay_iters > 0, "> 0"), ("warmup_iters", c.warmup_iters >= 0, ">= 0"),
+        ("learning_rate", c.learning_rate > 0, auto), ("min_lr_ratio", 0 <= c.min_lr_ratio <= 1, "in [0, 1]"),
+        ("weight_decay", c.weight_decay >= 0, ">= 0"), ("beta1", 0 <= c.beta1 < 1, "in [0, 1)"),
+        ("beta2", 0 <= c.beta2 < 1, "in [0, 1)"), ("grad_clip", c.grad_clip >= 0, ">= 0 (0: off)"),
+        ("dropout", c.dropout == -1 or 0 <= c.dropout < 1, "in [0, 1), or -1 for the preset's"),
+        ("eval_interval", c.eval_interval > 0, "> 0"), ("eval_iters", c.eval_iters > 0, "> 0"),
+        ("log_interval", c.log_interval > 0, "> 0"), ("sample_tokens", c.sample_tokens >= 0, ">= 0"),
+        ("dtype", c.dtype in ("", "float32", "bfloat16", "float16"), "float32, bfloat16 or float16"),
+        ("attention", c.attention in ("auto", "math", "sdpa", "triton"), "auto, math, sdpa or triton")])
 
 
 # -----------------------------------------------------------------------------
@@ -297,10 +326,20 @@ def previous_run(out_dir: Path, names) -> list[str]:
 # -----------------------------------------------------------------------------
 # Training
 
+def check_device(name: str) -> torch.device:
+    """The device, if this machine has it: a missing GPU fails now, not after the data is prepared."""
+    device = torch.device(name)  # an unknown name raises
+    if not {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(device.type, True):
+        raise ValueError(f"--device {name}: this machine (or this PyTorch) has no {device.type} device; "
+                         "use --device cpu, or leave --device out")
+    return device
+
+
 def setup_device(config: TrainConfig):
     """The device of this process; under torchrun, also join the process group (NCCL between GPUs,
     gloo between CPU processes) and take the GPU numbered LOCAL_RANK on this machine."""
     name = config.device or ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
+    check_device(name)
     if "RANK" in os.environ:
         dist.init_process_group("nccl" if name == "cuda" else "gloo")
         if name == "cuda":
@@ -363,6 +402,7 @@ def train(config: TrainConfig, explicit: set):
         config = fill_defaults(config, device.type, explicit)
         if not config.init_from:
             GPTConfig.preset(config.model)  # an unknown name fails now, not after preparing the data
+    check_config(config)
     torch.manual_seed(config.seed + rank)
     gpt.USE_KERNELS = config.kernels
 
@@ -617,11 +657,17 @@ def parse_args(argv=None):
             raise ValueError(f"--config {known.config}: {error}") from None
         if unknown := set(recipe) - {f.name for f in dataclasses.fields(TrainConfig)}:
             raise ValueError(f"--config {known.config}: unknown settings {sorted(unknown)}")
+        for f in dataclasses.fields(TrainConfig):  # JSON has no schema: {"resume": "no"} is true
+            kind = type(f.default)
+            if f.name in recipe and type(recipe[f.name]) not in ({kind, int} if kind is float else {kind}):
+                wanted = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[kind]
+                raise ValueError(f"--config {known.config}: {f.name} must be {wanted}, not {recipe[f.name]!r}")
     parser = argparse.ArgumentParser(description=__doc__, parents=[pre], formatter_class=argparse.RawDescriptionHelpFormatter)
     given = vars(add_flags(parser, TrainConfig, recipe).parse_args(argv))
     given.pop("config", None)
     values = {**recipe, **given}
-    return TrainConfig(**values), set(values)  # the settings, and which ones were asked for
+    asked = {k for k in values if k not in AUTOMATIC or values[k]}  # 0 or "" asks for the automatic value
+    return TrainConfig(**values), asked  # the settings, and which ones were asked for
 
 
 def main(argv=None):

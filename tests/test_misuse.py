@@ -193,6 +193,34 @@ def test_sigterm_saves_like_ctrl_c_and_a_second_run_into_the_folder_is_locked_ou
 
 # ---------------------------------------------------------------- settings: checked once, before the work
 
+@pytest.mark.parametrize("flags, words", [
+    (["--dtype", "int8"], ["--dtype", "bfloat16"]),  # trained in float32 and logged int8
+    (["--dtype", "nonsense"], ["--dtype"]),
+    (["--max-iters", "-5"], ["--max-iters"]),
+    (["--learning-rate", "-0.001"], ["--learning-rate"]),
+    (["--block-size", "-1"], ["--block-size"]),
+    pytest.param(["--device", "cuda"], ["cuda", "--device cpu"], marks=no_cuda),
+])
+def test_wrong_settings_fail_in_one_line_before_the_data_is_prepared(tmp_path, corpus, flags, words):
+    one_line_error(train.main, train_argv(tmp_path, corpus, "--max-iters", "1", *flags), *words)
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("recipe", [{"resume": "no"}, {"max_iters": 2.5}, {"vocab_size": "big"}])
+def test_a_recipe_value_of_the_wrong_type_is_refused(tmp_path, corpus, recipe):
+    """JSON has no schema: {"resume": "no"} is a true string and used to resume."""
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    one_line_error(train.main, ["--config", str(tmp_path / "recipe.json"), *train_argv(tmp_path, corpus)],
+                   next(iter(recipe)), "must be")
+
+
+def test_zero_means_chosen_for_the_device_even_when_given():
+    """--help says 0 is automatic: an explicit 0 must not train 0 steps at learning rate 0."""
+    config, explicit = train.parse_args(["--max-iters", "0", "--learning-rate", "0", "--batch-size", "0"])
+    config = train.fill_defaults(config, "cpu", explicit)
+    cpu = train.DEVICE_DEFAULTS["cpu"]
+    assert (config.max_iters, config.learning_rate, config.batch_size) == (cpu["max_iters"], cpu["learning_rate"], cpu["batch_size"])
+
 
 def test_an_unusable_out_dir_fails_before_the_data_is_prepared(tmp_path, corpus):
     (tmp_path / "out" / "ckpt.pt").mkdir(parents=True)  # a folder where the checkpoint goes
