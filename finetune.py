@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from bpe import Tokenizer, load_tokenizer
 from gpt import GPT, GPTConfig
-from train import add_flags, flag, save_checkpoint
+from train import add_flags, flag, load_tensors, save_checkpoint
 
 
 @dataclass
@@ -297,8 +297,8 @@ def load_start(init_from):
     if not path.is_file():
         raise ValueError(f"--init-from {path}: no such checkpoint; train one with `python train.py`, "
                          "or give gpt2:DIR (a Hugging Face GPT-2 folder)")
+    checkpoint = load_tensors(path, "give a train.py or finetune.py checkpoint")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, no code
         tokenizer = Tokenizer.loads(checkpoint["tokenizer"], source=str(path))
         return checkpoint["config"], checkpoint["model"], tokenizer, checkpoint if "head" in checkpoint else None
     except Exception as error:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from bpe import Tokenizer
 from gpt import GPT
+from train import load_tensors
 
 # -----------------------------------------------------------------------------
 # Choosing the next token
@@ -167,11 +168,11 @@ def load_checkpoint(out_dir, device):
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: train one with `python train.py`, "
                                 "or sample from GPT-2 weights with --init-from PATH_TO_HF_GPT2_DIR")
+    checkpoint = load_tensors(path, "write a new one with `python train.py`")
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-        model = GPT.from_checkpoint_dict(checkpoint)
+        model = GPT.from_checkpoint_dict(checkpoint).to(device)
         tokenizer = Tokenizer.loads(checkpoint["tokenizer"])
-    except Exception as error:  # a truncated file, another format, a missing key, wrong shapes
+    except Exception as error:  # another format: a missing key, wrong shapes
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise ValueError(f"{path} is not a usable checkpoint ({reason}); "
                          "write a new one with `python train.py`") from None

@@ -265,6 +265,19 @@ class Payload:
         return print, ("the payload ran",)
 
 
+def test_a_pickle_of_other_objects_is_refused_and_the_unsafe_flag_never_suggested(tmp_path, checkpoint, capsys):
+    (tmp_path / "out").mkdir()
+    torch.save({"model": Payload(), "config": {}, "tokenizer": ""}, tmp_path / "out" / "ckpt.pt")
+    messages = [
+        one_line_error(sample.main, ["--out-dir", str(tmp_path / "out"), "--prompt", "hi"]),
+        one_line_error(train.main, ["--out-dir", str(tmp_path / "out"), "--resume", *TINY]),
+        one_line_error(finetune.main, ["--task", "sst2", "--data", str(tmp_path), "--out-dir", str(tmp_path / "ft"),
+                                       "--init-from", str(tmp_path / "out" / "ckpt.pt"), "--device", "cpu"])]
+    for message in messages:
+        assert "objects other than tensors" in message and "weights_only" not in message, message
+    assert "the payload ran" not in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- sample.py
 
 @pytest.fixture()
