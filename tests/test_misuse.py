@@ -285,6 +285,48 @@ def sample_dir(checkpoint):
     return checkpoint.parent
 
 
+def test_typed_special_token_text_in_a_prompt_is_plain_text_unless_allowed(sample_dir, monkeypatch):
+    """tiktoken's rule, and the README's: text from users must not be able to end a document."""
+    prompts = []
+    generate_stream = sample.generate_stream
+
+    def spy(model, idx, *args, **kwargs):
+        prompts.append(idx[0].tolist())
+        return generate_stream(model, idx, *args, **kwargs)
+    monkeypatch.setattr(sample, "generate_stream", spy)
+    argv = ["--out-dir", str(sample_dir), "--prompt", f"end{ENDOFTEXT}", "--max-new-tokens", "1", "--no-stream"]
+    sample.main(argv)
+    sample.main(argv + ["--allow-special"])
+    tokenizer = Tokenizer.loads(torch.load(sample_dir / "ckpt.pt", weights_only=True)["tokenizer"])
+    assert prompts[0] == tokenizer.encode_ordinary(f"end{ENDOFTEXT}") and tokenizer.eot_id not in prompts[0]
+    assert prompts[1] == tokenizer.encode_ordinary("end") + [tokenizer.eot_id]
+
+
+def test_ctrl_c_without_streaming_prints_the_text_made_so_far(sample_dir, monkeypatch, capsys):
+    generate_stream = sample.generate_stream
+
+    def five_tokens_then_ctrl_c(*args, **kwargs):
+        for n, token in enumerate(generate_stream(*args, **kwargs)):
+            if n == 5:
+                raise KeyboardInterrupt
+            yield token
+    monkeypatch.setattr(sample, "generate_stream", five_tokens_then_ctrl_c)
+    with pytest.raises(SystemExit) as exit:
+        sample.main(["--out-dir", str(sample_dir), "--prompt", "the", "--greedy", "--no-stream", "--max-new-tokens", "50"])
+    assert exit.value.code == 130
+    checkpoint = torch.load(sample_dir / "ckpt.pt", weights_only=True)
+    model, tokenizer = GPT.from_checkpoint_dict(checkpoint).eval(), Tokenizer.loads(checkpoint["tokenizer"])
+    prompt = tokenizer.encode_ordinary("the")
+    new = sample.generate(model, torch.tensor([prompt]), 5, temperature=0)[0, len(prompt):].tolist()
+    new = new[:new.index(tokenizer.eot_id)] if tokenizer.eot_id in new else new
+    assert capsys.readouterr().out == "the" + tokenizer.decode(new) + "\n"
+
+
+def test_nan_sampling_settings_are_one_line(sample_dir):
+    for flag in ("--temperature", "--repetition-penalty"):
+        one_line_error(sample.main, ["--out-dir", str(sample_dir), "--prompt", "hi", flag, "nan"], flag)
+
+
 # ---------------------------------------------------------------- finetune.py
 
 def write(path, text):
