@@ -203,8 +203,9 @@ def parse_args(argv=None):
     p.add_argument("--prompt", help="text to continue (default: --prompt-file, else stdin, "
                                     "else empty: start from <|endoftext|>)")
     p.add_argument("--prompt-file", help="read the prompt from this file ('-' for stdin)")
-    p.add_argument("--allow-special", action="store_true", help="special-token text in the prompt, like "
-                   "<|endoftext|>, becomes that token (default: plain text, as typed)")
+    p.add_argument("--allow-special", action="store_true",
+                   help="special-token text in the prompt, like <|endoftext|>, becomes that token "
+                        "(default: plain text, as typed)")
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy decoding")
@@ -259,7 +260,8 @@ def read_prompt(args):
 def encode_prompt(tokenizer, prompt, block_size, allow_special=False):
     """A prompt is text from a user: "<|endoftext|>" in it is plain text unless allowed (tiktoken's
     rule), so that a typed or pasted string cannot end the document."""
-    ids = tokenizer.encode(prompt, allowed_special="all") if allow_special else tokenizer.encode_ordinary(prompt)
+    ids = (tokenizer.encode(prompt, allowed_special="all") if allow_special else
+           tokenizer.encode_ordinary(prompt))
     if not ids:
         if tokenizer.eot_id is None:
             raise ValueError("the prompt is empty and the tokenizer has no <|endoftext|> to start "

@@ -83,7 +83,7 @@ class TrainConfig:
     eval_iters: int = flag(20, "validation batches per evaluation (the same batches every time)")
     log_interval: int = flag(10, "print progress every this many steps")
     resume: bool = flag(False, "continue from out_dir/ckpt.pt")
-    overwrite: bool = flag(False, "start a new run in an out_dir that holds one, deleting its checkpoints and log")
+    overwrite: bool = flag(False, "start anew in an out_dir that holds a run, deleting its files")
     plot: bool = flag(False, "write out_dir/loss.png (needs matplotlib)")
     sample_tokens: int = flag(200, "tokens of the sample printed at the end; 0: none")
 
@@ -100,7 +100,8 @@ DEVICE_DEFAULTS = {
 }
 
 
-AUTOMATIC = ("model", "block_size", "batch_size", "max_iters", "learning_rate")  # 0 or "": chosen for the device
+# Left out, or given as 0 or "", these are chosen for the device, as --help says.
+AUTOMATIC = ("model", "block_size", "batch_size", "max_iters", "learning_rate")
 
 
 def fill_defaults(config: TrainConfig, device_type: str, explicit: set) -> TrainConfig:
@@ -113,29 +114,27 @@ def fill_defaults(config: TrainConfig, device_type: str, explicit: set) -> Train
 
 
 def check_settings(config, rules):
-    """rules: (setting, whether its value is fine, what it must be); the first wrong one is an error."""
+    """rules: (setting, whether its value is fine, what it must be); the first wrong one fails."""
     for name, ok, must in rules:
         if not ok:
-            raise ValueError(f"--{name.replace('_', '-')} {getattr(config, name)!r}: must be {must}")
+            option = "--" + name.replace("_", "-")
+            raise ValueError(f"{option} {getattr(config, name)!r}: must be {must}")
 
 
 def check_config(c: TrainConfig):
-    """The resolved settings in their ranges: a wrong one fails here, in one line, before the data is
-    prepared; not later with a traceback or, worse, silently (--dtype int8 trained in float32)."""
-    auto = "> 0 (or 0: chosen for the device)"
-    check_settings(c, [
-        ("vocab_size", c.vocab_size > 256, "> 256 (the bytes, then merges and <|endoftext|>)"),
-        ("block_size", c.block_size > 0, auto), ("batch_size", c.batch_size > 0, auto),
-        ("batch_tokens", c.batch_tokens >= 0, ">= 0"), ("max_iters", c.max_iters > 0, auto),
-        ("lr_decay_iters", c.lr_decay_iters > 0, "> 0"), ("warmup_iters", c.warmup_iters >= 0, ">= 0"),
-        ("learning_rate", c.learning_rate > 0, auto), ("min_lr_ratio", 0 <= c.min_lr_ratio <= 1, "in [0, 1]"),
-        ("weight_decay", c.weight_decay >= 0, ">= 0"), ("beta1", 0 <= c.beta1 < 1, "in [0, 1)"),
-        ("beta2", 0 <= c.beta2 < 1, "in [0, 1)"), ("grad_clip", c.grad_clip >= 0, ">= 0 (0: off)"),
-        ("dropout", c.dropout == -1 or 0 <= c.dropout < 1, "in [0, 1), or -1 for the preset's"),
-        ("eval_interval", c.eval_interval > 0, "> 0"), ("eval_iters", c.eval_iters > 0, "> 0"),
-        ("log_interval", c.log_interval > 0, "> 0"), ("sample_tokens", c.sample_tokens >= 0, ">= 0"),
-        ("dtype", c.dtype in ("", "float32", "bfloat16", "float16"), "float32, bfloat16 or float16"),
-        ("attention", c.attention in ("auto", "math", "sdpa", "triton"), "auto, math, sdpa or triton")])
+    """The resolved settings in their ranges: a wrong one fails here, in one line, before the
+    data is prepared; not later with a traceback or, worse, silently (--dtype int8 ran float32)."""
+    positive = ("block_size", "batch_size", "max_iters", "learning_rate", "lr_decay_iters",
+                "eval_interval", "eval_iters", "log_interval")
+    at_least_0 = ("batch_tokens", "warmup_iters", "weight_decay", "grad_clip", "sample_tokens")
+    dtypes, attentions = ("", "float32", "bfloat16", "float16"), ("auto", "math", "sdpa", "triton")
+    check_settings(c, [(k, getattr(c, k) > 0, "> 0") for k in positive]
+                   + [(k, getattr(c, k) >= 0, ">= 0") for k in at_least_0]
+                   + [(k, 0 <= getattr(c, k) < 1, "in [0, 1)") for k in ("beta1", "beta2")]
+                   + [("min_lr_ratio", 0 <= c.min_lr_ratio <= 1, "in [0, 1]"),
+                      ("dropout", c.dropout == -1 or 0 <= c.dropout < 1, "in [0, 1), or -1"),
+                      ("dtype", c.dtype in dtypes, "float32, bfloat16 or float16"),
+                      ("attention", c.attention in attentions, "auto, math, sdpa or triton")])
 
 
 # -----------------------------------------------------------------------------
@@ -160,12 +159,14 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> P
     if source and (source / "train.bin").is_file() and (source / "val.bin").is_file():
         return source  # already prepared
     if source and source.exists() and not (source.is_file() or source.is_dir()):
-        raise ValueError(f"--data {source} is not a regular file or folder (a FIFO or a device?); give text files")
+        raise ValueError(f"--data {source} is not a regular file or folder (a FIFO or a device?); "
+                         "give text files")
     files = text_files([source]) if source else builtin_corpus()
     if not files:
         raise ValueError(f"no text files (.txt .md .rst .py) in {source}")
     tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else None
-    fingerprint = hashlib.sha256(f"v2 {tokenizer.dumps() if tokenizer else config.vocab_size}".encode())
+    recipe = tokenizer.dumps() if tokenizer else config.vocab_size  # the tokenizer, or its recipe
+    fingerprint = hashlib.sha256(f"v2 {recipe}".encode())
     texts = []
     for file in files:
         texts.append(read_text(file))
@@ -173,11 +174,12 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> P
     if not any(text.strip() for text in texts):
         raise ValueError(f"the corpus {source} is empty: give a file or folder with text in it")
     fingerprint = fingerprint.hexdigest()
-    if expect and fingerprint != expect:  # a new tokenizer would give the checkpoint's ids new meanings
-        raise ValueError(f"--resume: the corpus {source or ''} or its tokenizer changed since the checkpoint was "
-                         "written; restore them, or start a new run in another --out-dir")
+    if expect and fingerprint != expect:  # a new BPE would give the checkpoint's ids other meanings
+        raise ValueError(f"--resume: the corpus {source or ''} or its tokenizer changed since the "
+                         "checkpoint was written; restore them, or start anew in another --out-dir")
     tokenizer_name = "gpt2" if config.tokenizer.startswith("gpt2:") else Path(config.tokenizer).stem or "bpe"
-    folder = Path(config.cache_dir) / f"{source.stem if source else 'stdlib'}-{tokenizer_name}-{fingerprint[:12]}"
+    name = f"{source.stem if source else 'stdlib'}-{tokenizer_name}-{fingerprint[:12]}"
+    folder = Path(config.cache_dir) / name
     if (folder / "meta.json").is_file():
         log(f"data: reusing {folder}")
         return folder
@@ -202,12 +204,13 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> P
         sizes = {}
         for split, split_texts in (("train", train_texts), ("val", val_texts)):
             encoded = tokenizer.encode_batch(split_texts, ordinary=True)  # the corpus is plain text
-            tokens = np.fromiter((i for ids in encoded for i in (*ids, tokenizer.eot_id)), dtype=dtype)
+            tokens = np.fromiter((i for ids in encoded for i in (*ids, tokenizer.eot_id)), dtype)
             tokens.tofile(building / f"{split}.bin")
             sizes[split] = len(tokens)
         tokenizer.save(building / "tokenizer.bpe")
-        meta = dict(fingerprint=fingerprint, dtype=np.dtype(dtype).name, vocab_size=tokenizer.vocab_size,
-                    train_tokens=sizes["train"], val_tokens=sizes["val"],
+        meta = dict(fingerprint=fingerprint, dtype=np.dtype(dtype).name,
+                    vocab_size=tokenizer.vocab_size, train_tokens=sizes["train"],
+                    val_tokens=sizes["val"],
                     val_bytes=sum(len(t.encode("utf-8")) for t in val_texts))
         (building / "meta.json").write_text(json.dumps(meta, indent=1))
         os.rename(building, folder)
@@ -216,7 +219,7 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> P
             raise
         # else another process built the same folder first: it is the same data
     finally:
-        shutil.rmtree(building, ignore_errors=True)  # interrupted, or not needed: nothing half-built stays
+        shutil.rmtree(building, ignore_errors=True)  # nothing half-built stays
     log(f"data: {sizes['train']:,} train and {sizes['val']:,} val tokens")
     return folder
 
@@ -277,7 +280,7 @@ def load_tensors(path, fix: str) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         if "GLOBAL" in str(error):  # a class or function the safe unpickler refuses to import
-            problem = "holds objects other than tensors (loading them could run code): it will not be loaded"
+            problem = "holds objects other than tensors (they can run code): it will not be loaded"
         else:  # torch's reason, but not the unpickler's: it advises the unsafe flag
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
             reason = "" if isinstance(error, pickle.UnpicklingError) else f" ({reason})"
@@ -309,17 +312,13 @@ def locked(out_dir: Path):
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out-dir {out_dir} is a file, not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "a+") as lock:
+    with open(out_dir / ".lock", "w") as lock:
         if fcntl:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                lock.seek(0)
-                raise ValueError(f"another run (process {lock.read().strip() or '?'}) is writing to {out_dir}; "
-                                 "wait for it to end, or use another --out-dir") from None
-            lock.truncate(0)
-            lock.write(f"{os.getpid()}\n")
-            lock.flush()
+                raise ValueError(f"another run is writing to {out_dir}: wait for it to end, "
+                                 "or use another --out-dir") from None
         yield
 
 
@@ -338,11 +337,12 @@ def previous_run(out_dir: Path, names) -> list[str]:
 # Training
 
 def check_device(name: str) -> torch.device:
-    """The device, if this machine has it: a missing GPU fails now, not after the data is prepared."""
+    """The device, if this machine has it: a missing GPU fails now, not after the data is ready."""
     device = torch.device(name)  # an unknown name raises
-    if not {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(device.type, True):
-        raise ValueError(f"--device {name}: this machine (or this PyTorch) has no {device.type} device; "
-                         "use --device cpu, or leave --device out")
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, True):
+        raise ValueError(f"--device {name}: this machine (or this PyTorch) has no {device.type} "
+                         "device; use --device cpu, or leave --device out")
     return device
 
 
@@ -363,8 +363,7 @@ def setup_device(config: TrainConfig):
 def build_model(config: TrainConfig, tokenizer: Tokenizer, checkpoint) -> GPT:
     """The checkpoint's model when resuming, GPT-2's weights with --init-from, else a new model."""
     if checkpoint:
-        model = GPT(GPTConfig(**checkpoint["config"]))
-        model.load_state_dict(checkpoint["model"])
+        model = GPT.from_checkpoint_dict(checkpoint)
     elif config.init_from:
         model = GPT.from_pretrained(config.init_from.removeprefix("gpt2:"))
     else:
@@ -436,13 +435,13 @@ def train(config: TrainConfig, explicit: set):
     else:
         raise ValueError(f"{folder} has no tokenizer.bpe: name the tokenizer of its .bin files with --tokenizer gpt2:DIR or FILE")
     if checkpoint and tokenizer.dumps() != checkpoint["tokenizer"]:
-        raise ValueError(f"{folder} was not made with the tokenizer of {checkpoint_path}; resume on the run's own "
-                         "data, or start a new run in another --out-dir")
+        raise ValueError(f"{folder} was not made with the tokenizer of {checkpoint_path}; resume "
+                         "on the run's own data, or start a new run in another --out-dir")
     batches = Batches(folder, np.dtype(meta.get("dtype", "uint16")), config.block_size, config.seed)
-    for split in ("train", "val") if folder == Path(config.data) else ():  # prepared elsewhere: check the ids
+    for split in ("train", "val") if folder == Path(config.data) else ():  # made elsewhere: check
         if (largest := int(batches.tokens(split).max(initial=0))) >= tokenizer.vocab_size:
             raise ValueError(f"{folder / split}.bin holds token id {largest}, the tokenizer has "
-                             f"{tokenizer.vocab_size} tokens: name the tokenizer it was made with (--tokenizer)")
+                             f"{tokenizer.vocab_size}: name the one it was made with (--tokenizer)")
     eval_offsets = batches.offsets("val", config.eval_iters * config.batch_size, torch.Generator().manual_seed(0))
 
     model = build_model(config, tokenizer, checkpoint).to(device)
@@ -491,7 +490,8 @@ def train(config: TrainConfig, explicit: set):
         return {"model": raw_model.state_dict(), "config": dataclasses.asdict(raw_model.config),
                 "train_config": dataclasses.asdict(config), "tokenizer": tokenizer.dumps(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "step": step, "best_val_loss": best_val_loss, "data_fingerprint": meta.get("fingerprint"),
+                "step": step, "best_val_loss": best_val_loss,
+                "data_fingerprint": meta.get("fingerprint"),
                 "rng": {"torch": torch.get_rng_state(), "data": batches.generator.get_state(),
                         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}}
 
@@ -668,16 +668,17 @@ def parse_args(argv=None):
             raise ValueError(f"--config {known.config}: {error}") from None
         if unknown := set(recipe) - {f.name for f in dataclasses.fields(TrainConfig)}:
             raise ValueError(f"--config {known.config}: unknown settings {sorted(unknown)}")
+        wanted = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
         for f in dataclasses.fields(TrainConfig):  # JSON has no schema: {"resume": "no"} is true
-            kind = type(f.default)
-            if f.name in recipe and type(recipe[f.name]) not in ({kind, int} if kind is float else {kind}):
-                wanted = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[kind]
-                raise ValueError(f"--config {known.config}: {f.name} must be {wanted}, not {recipe[f.name]!r}")
+            kind, value = type(f.default), recipe.get(f.name)
+            if f.name in recipe and type(value) not in ({kind, int} if kind is float else {kind}):
+                raise ValueError(f"--config {known.config}: {f.name} must be {wanted[kind]}, "
+                                 f"not {value!r}")
     parser = argparse.ArgumentParser(description=__doc__, parents=[pre], formatter_class=argparse.RawDescriptionHelpFormatter)
     given = vars(add_flags(parser, TrainConfig, recipe).parse_args(argv))
     given.pop("config", None)
     values = {**recipe, **given}
-    asked = {k for k in values if k not in AUTOMATIC or values[k]}  # 0 or "" asks for the automatic value
+    asked = {k for k in values if k not in AUTOMATIC or values[k]}
     return TrainConfig(**values), asked  # the settings, and which ones were asked for
 
 
@@ -688,8 +689,9 @@ def main(argv=None):
             train(config, explicit)
     except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
         sys.exit("error: " + (str(error).strip().splitlines() or [type(error).__name__])[0])
-    except KeyboardInterrupt:  # before the training loop (e.g. preparing the data), or a second Ctrl-C
-        print("interrupted: the data cache and the last checkpoint, if any, are whole", file=sys.stderr)
+    except KeyboardInterrupt:  # before the training loop (preparing the data), or a second Ctrl-C
+        print("interrupted: the data cache and the last checkpoint, if any, are whole",
+              file=sys.stderr)
         sys.exit(130)
 
 

@@ -25,16 +25,18 @@ from gpt import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 TINY = ["--model", "gpt-nano", "--block-size", "32", "--batch-size", "4", "--vocab-size", "300",
         "--eval-iters", "2", "--log-interval", "1", "--sample-tokens", "0", "--device", "cpu"]
-no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error given without CUDA")
+without_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="the error given without CUDA")
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """25 small documents of real text (this project's own files, cut into pieces)."""
     folder = tmp_path_factory.mktemp("corpus")
-    text = "".join((ROOT / name).read_text(encoding="utf-8") for name in ("bpe.py", "README.md", "gpt.py"))
+    text = "".join((ROOT / name).read_text(encoding="utf-8") 
+                   for name in ("bpe.py", "README.md", "gpt.py"))
     for i in range(25):
         (folder / f"doc{i:02d}.txt").write_text(text[i * 3000:(i + 1) * 3000], encoding="utf-8")
     return folder
@@ -42,22 +44,24 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """out/ckpt.pt of a random gpt-nano with a 300-token BPE (<|endoftext|> is 299): what sample.py
+    """ckpt.pt of a random gpt-nano and a 300-token BPE (<|endoftext|> is 299): what sample.py
     reads from --out-dir and finetune.py from --init-from."""
     torch.manual_seed(0)
-    tokenizer = Tokenizer.train((ROOT / "README.md").read_text(encoding="utf-8"), 300, special_tokens=[ENDOFTEXT])
+    tokenizer = Tokenizer.train(README, 300, special_tokens=[ENDOFTEXT])
     config = GPTConfig.preset("gpt-nano", vocab_size=tokenizer.vocab_size, block_size=32)
     path = tmp_path_factory.mktemp("pretrained") / "ckpt.pt"
-    torch.save({"model": GPT(config).state_dict(), "config": vars(config), "tokenizer": tokenizer.dumps()}, path)
+    torch.save({"model": GPT(config).state_dict(), "config": vars(config),
+                "tokenizer": tokenizer.dumps()}, path)
     return path
 
 
 def train_argv(tmp_path, data, *flags, out="out"):
-    return ["--data", str(data), "--cache-dir", str(tmp_path / "cache"), "--out-dir", str(tmp_path / out), *TINY, *flags]
+    return ["--data", str(data), "--cache-dir", str(tmp_path / "cache"),
+            "--out-dir", str(tmp_path / out), *TINY, *flags]
 
 
 def one_line_error(main, argv, *words):
-    """The project's rule for bad input: one line naming the problem and the fix, a non-zero exit."""
+    """The rule for bad input: one line naming the problem and the fix; a non-zero exit."""
     with pytest.raises(SystemExit) as exit:
         main(argv)
     message = str(exit.value.code)
@@ -68,18 +72,16 @@ def one_line_error(main, argv, *words):
 
 
 def run_files(out):
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name in ("ckpt.pt", "best.pt", "log.jsonl")}
+    return {name: (out / name).read_bytes() for name in ("ckpt.pt", "best.pt", "log.jsonl")
+            if (out / name).is_file()}
 
 
-def model_weights(path):
-    return torch.load(path, weights_only=True)["model"]
-
-
-def same_weights(a, b):
+def same_weights(checkpoint_a, checkpoint_b):
+    a, b = (torch.load(path, weights_only=True)["model"] for path in (checkpoint_a, checkpoint_b))
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-# ---------------------------------------------------------------- nothing lost: out dirs, caches, resume
+# ---------------------------------------------------------- nothing lost: out dirs, caches, resume
 
 def test_a_new_run_into_a_folder_holding_a_run_is_refused(tmp_path, corpus):
     """Hugging Face Trainer's overwrite_output_dir rule: a folder holding a run is continued
@@ -95,60 +97,59 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused(tmp_path, corpus):
 
     train.main(argv + ["--overwrite", "--max-iters", "3"])
     log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in log if "loss" in e] == [1, 2, 3]  # the new run's log only
+    assert [entry["step"] for entry in log if "loss" in entry] == [1, 2, 3]  # the new run's only
     assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["step"] == 3
 
 
-def test_the_data_cache_is_keyed_by_content_and_only_complete_folders_are_reused(tmp_path, monkeypatch):
-    cache, text = tmp_path / "cache", (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_data_cache_is_keyed_by_content_and_reuses_whole_folders_only(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
     a, b = tmp_path / "a" / "input.txt", tmp_path / "b" / "input.txt"  # one name, two corpora
-    for path, part in ((a, text[:6000]), (b, text[6000:12000])):
+    for path, text in ((a, README[:6000]), (b, README[6000:12000])):
         path.parent.mkdir()
-        path.write_text(part, encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
     config = lambda path: train.TrainConfig(data=str(path), cache_dir=str(cache), vocab_size=300)
     folder_a = train.prepare_data(config(a))
     tokens_a = (folder_a / "train.bin").read_bytes()
 
-    def interrupt(*args, **kwargs):  # Ctrl-C once the token files are written, before the end
+    def ctrl_c(*args, **kwargs):  # once the token files are written, before the folder is complete
         raise KeyboardInterrupt
-    a.write_text(text[:5000], encoding="utf-8")
+    a.write_text(README[:5000], encoding="utf-8")
     with monkeypatch.context() as patch:
-        patch.setattr(Tokenizer, "save", interrupt)
+        patch.setattr(Tokenizer, "save", ctrl_c)
         with pytest.raises(KeyboardInterrupt):
             train.prepare_data(config(a))
-    a.write_text(text[:6000], encoding="utf-8")
-    assert (train.prepare_data(config(a)) / "train.bin").read_bytes() == tokens_a  # not the half-built one
+    a.write_text(README[:6000], encoding="utf-8")
+    assert (train.prepare_data(config(a)) / "train.bin").read_bytes() == tokens_a  # no half rebuild
 
     folder_b = train.prepare_data(config(b))
     assert folder_b != folder_a and (folder_a / "train.bin").read_bytes() == tokens_a
-    assert sorted(cache.iterdir()) == sorted([folder_a, folder_b])  # no half-built folder left
+    assert sorted(cache.iterdir()) == sorted([folder_a, folder_b])  # nothing half-built left
 
 
 def test_resume_refuses_a_corpus_that_changed(tmp_path, corpus):
-    """The checkpoint's ids mean the tokens of the tokenizer trained on the old corpus: a new BPE
-    would make them mean others."""
+    """The checkpoint's ids are tokens of the BPE trained on the old corpus: a BPE trained on the
+    new one would give them other meanings."""
     data = tmp_path / "data"
     shutil.copytree(corpus, data)
     train.main(train_argv(tmp_path, data, "--max-iters", "2"))
     before = run_files(tmp_path / "out")
     (data / "doc03.txt").write_text("A different document. " * 100, encoding="utf-8")
-    one_line_error(train.main, train_argv(tmp_path, data, "--resume", "--max-iters", "4"), "changed", "--out-dir")
+    resume = train_argv(tmp_path, data, "--resume", "--max-iters", "4")
+    one_line_error(train.main, resume, "changed", "--out-dir")
     assert run_files(tmp_path / "out") == before
 
 
 def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, corpus, monkeypatch):
-    """Ctrl-C between two micro-batches of a step: the step is finished and saved, and resuming gives
-    the weights of a run never interrupted, bit for bit (dropout on: every generator must match)."""
-    common = ["--max-iters", "5", "--batch-tokens", "256", "--dropout", "0.1", "--eval-interval", "2",
-              "--warmup-iters", "2"]  # 2 micro-batches of 4 x 32 per step
+    """Ctrl-C between two micro-batches: the step is finished and saved, and resuming gives the
+    weights of a run never interrupted, bit for bit (dropout on: every generator must match)."""
+    common = ["--max-iters", "5", "--batch-tokens", "256", "--dropout", "0.1",  # 2 micro-batches
+              "--eval-interval", "2", "--warmup-iters", "2"]
     train.main(train_argv(tmp_path, corpus, *common, out="straight"))
-    calls = 0
-    get = train.Batches.get
+    batches, get = [], train.Batches.get
 
     def get_then_ctrl_c(self, split, offsets, device):
-        nonlocal calls
-        calls += split == "train"
-        if split == "train" and calls == 3:  # step 2's first micro-batch
+        batches.append(split)
+        if batches.count("train") == 3 and split == "train":  # step 2's first micro-batch
             signal.raise_signal(signal.SIGINT)
         return get(self, split, offsets, device)
     with monkeypatch.context() as patch:
@@ -157,11 +158,11 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, corpus, monkey
             train.main(train_argv(tmp_path, corpus, *common, out="resumed"))
     assert exit.value.code == 130
     train.main(train_argv(tmp_path, corpus, *common, "--resume", out="resumed"))
-    assert same_weights(model_weights(tmp_path / "straight" / "ckpt.pt"), model_weights(tmp_path / "resumed" / "ckpt.pt"))
+    assert same_weights(tmp_path / "straight" / "ckpt.pt", tmp_path / "resumed" / "ckpt.pt")
 
 
 def wait_for_line(process, prefix, timeout):
-    """Read the process's output until a line starts with prefix; a thread, so a hang fails by timeout."""
+    """Read the output up to a line starting with prefix; in a thread, so that a hang times out."""
     found = threading.Event()
 
     def read():
@@ -173,13 +174,15 @@ def wait_for_line(process, prefix, timeout):
 
 
 def test_sigterm_saves_like_ctrl_c_and_a_second_run_into_the_folder_is_locked_out(tmp_path, corpus):
-    """Cluster schedulers (Slurm, Kubernetes) send SIGTERM before they kill a job."""
+    """Cluster schedulers (Slurm, Kubernetes) send SIGTERM, then SIGKILL some seconds later."""
     argv = train_argv(tmp_path, corpus, "--max-iters", "100000", "--eval-interval", "100000")
     process = subprocess.Popen([sys.executable, "-u", str(ROOT / "train.py"), *argv], text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         wait_for_line(process, "step 2/", timeout=240)
-        one_line_error(train.main, argv + ["--overwrite", "--max-iters", "1"], "another run")  # even --overwrite waits
+        second = argv + ["--overwrite", "--max-iters", "1"]  # even --overwrite waits for its turn
+        one_line_error(train.main, second, "another run")
         process.send_signal(signal.SIGTERM)
         output, errors = process.communicate(timeout=120)
     finally:
@@ -191,40 +194,43 @@ def test_sigterm_saves_like_ctrl_c_and_a_second_run_into_the_folder_is_locked_ou
     assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["step"] == step + 1
 
 
-# ---------------------------------------------------------------- settings: checked once, before the work
+# ---------------------------------------------------------- settings: checked once, before the work
 
 @pytest.mark.parametrize("flags, words", [
-    (["--dtype", "int8"], ["--dtype", "bfloat16"]),  # trained in float32 and logged int8
+    (["--dtype", "int8"], ["--dtype", "bfloat16"]),  # used to train in float32 and log int8
     (["--dtype", "nonsense"], ["--dtype"]),
     (["--max-iters", "-5"], ["--max-iters"]),
     (["--learning-rate", "-0.001"], ["--learning-rate"]),
     (["--block-size", "-1"], ["--block-size"]),
-    pytest.param(["--device", "cuda"], ["cuda", "--device cpu"], marks=no_cuda),
+    pytest.param(["--device", "cuda"], ["cuda", "--device cpu"], marks=without_cuda),
 ])
-def test_wrong_settings_fail_in_one_line_before_the_data_is_prepared(tmp_path, corpus, flags, words):
+def test_wrong_settings_fail_in_one_line_before_the_data_is_ready(tmp_path, corpus, flags, words):
     one_line_error(train.main, train_argv(tmp_path, corpus, "--max-iters", "1", *flags), *words)
     assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.parametrize("recipe", [{"resume": "no"}, {"max_iters": 2.5}, {"vocab_size": "big"}])
 def test_a_recipe_value_of_the_wrong_type_is_refused(tmp_path, corpus, recipe):
-    """JSON has no schema: {"resume": "no"} is a true string and used to resume."""
+    """JSON has no schema: {"resume": "no"} is a true string, and used to resume."""
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
-    one_line_error(train.main, ["--config", str(tmp_path / "recipe.json"), *train_argv(tmp_path, corpus)],
-                   next(iter(recipe)), "must be")
+    argv = ["--config", str(tmp_path / "recipe.json"), *train_argv(tmp_path, corpus)]
+    one_line_error(train.main, argv, next(iter(recipe)), "must be")
 
 
 def test_zero_means_chosen_for_the_device_even_when_given():
     """--help says 0 is automatic: an explicit 0 must not train 0 steps at learning rate 0."""
-    config, explicit = train.parse_args(["--max-iters", "0", "--learning-rate", "0", "--batch-size", "0"])
-    config = train.fill_defaults(config, "cpu", explicit)
+    config, asked = train.parse_args(["--max-iters", "0", "--learning-rate", "0",
+                                      "--batch-size", "0"])
+    config = train.fill_defaults(config, "cpu", asked)
     cpu = train.DEVICE_DEFAULTS["cpu"]
-    assert (config.max_iters, config.learning_rate, config.batch_size) == (cpu["max_iters"], cpu["learning_rate"], cpu["batch_size"])
+    assert (config.max_iters, config.learning_rate, config.batch_size) == \
+        (cpu["max_iters"], cpu["learning_rate"], cpu["batch_size"])
 
 
 def test_an_unusable_out_dir_fails_before_the_data_is_prepared(tmp_path, corpus):
     (tmp_path / "out" / "ckpt.pt").mkdir(parents=True)  # a folder where the checkpoint goes
-    one_line_error(train.main, train_argv(tmp_path, corpus, "--max-iters", "1"), "ckpt.pt", "folder")
+    argv = train_argv(tmp_path, corpus, "--max-iters", "1")
+    one_line_error(train.main, argv, "ckpt.pt", "folder")
     (tmp_path / "file").write_text("")
     one_line_error(train.main, train_argv(tmp_path, corpus, "--max-iters", "1", out="file"), "file")
     assert not (tmp_path / "cache").exists()
@@ -232,8 +238,7 @@ def test_an_unusable_out_dir_fails_before_the_data_is_prepared(tmp_path, corpus)
 
 def test_bad_data_gets_one_line(tmp_path, monkeypatch, capsys):
     """A prepared folder whose ids the tokenizer does not have; a FIFO; Ctrl-C while preparing."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    Tokenizer.train(text, 260, special_tokens=[ENDOFTEXT]).save(tmp_path / "tok.bpe")
+    Tokenizer.train(README, 260, special_tokens=[ENDOFTEXT]).save(tmp_path / "tok.bpe")
     prepared = tmp_path / "prepared"
     prepared.mkdir()
     for split in ("train", "val"):
@@ -242,10 +247,13 @@ def test_bad_data_gets_one_line(tmp_path, monkeypatch, capsys):
     one_line_error(train.main, train_argv(tmp_path, prepared, *flags), "train.bin", "299", "260")
     if hasattr(os, "mkfifo"):
         os.mkfifo(tmp_path / "fifo")
-        one_line_error(train.main, train_argv(tmp_path, tmp_path / "fifo"), "fifo", "not a regular file")
+        argv = train_argv(tmp_path, tmp_path / "fifo")
+        one_line_error(train.main, argv, "fifo", "not a regular file")
 
-    (tmp_path / "text.txt").write_text(text, encoding="utf-8")
-    monkeypatch.setattr(Tokenizer, "train", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+    (tmp_path / "text.txt").write_text(README, encoding="utf-8")
+    monkeypatch.setattr(Tokenizer, "train", ctrl_c)
     capsys.readouterr()
     try:
         train.main(train_argv(tmp_path, tmp_path / "text.txt", out="out-ctrl-c"))
@@ -260,19 +268,21 @@ def test_bad_data_gets_one_line(tmp_path, monkeypatch, capsys):
 # ---------------------------------------------------------------- hostile checkpoints
 
 class Payload:
-    """A pickle that calls a function when loaded: what a malicious "checkpoint" holds."""
+    """A pickle that calls a function when it is loaded: what a malicious "checkpoint" holds."""
     def __reduce__(self):
         return print, ("the payload ran",)
 
 
-def test_a_pickle_of_other_objects_is_refused_and_the_unsafe_flag_never_suggested(tmp_path, checkpoint, capsys):
+def test_a_pickle_of_other_objects_is_refused_and_the_unsafe_flag_never_suggested(tmp_path, capsys):
+    """PyTorch's own advice (torch.load, weights_only): only weights_only=True is safe on untrusted
+    files; retrying with False, as its error message suggests, would run the payload."""
     (tmp_path / "out").mkdir()
     torch.save({"model": Payload(), "config": {}, "tokenizer": ""}, tmp_path / "out" / "ckpt.pt")
-    messages = [
-        one_line_error(sample.main, ["--out-dir", str(tmp_path / "out"), "--prompt", "hi"]),
-        one_line_error(train.main, ["--out-dir", str(tmp_path / "out"), "--resume", *TINY]),
-        one_line_error(finetune.main, ["--task", "sst2", "--data", str(tmp_path), "--out-dir", str(tmp_path / "ft"),
-                                       "--init-from", str(tmp_path / "out" / "ckpt.pt"), "--device", "cpu"])]
+    finetune_argv = ["--task", "sst2", "--data", str(tmp_path), "--out-dir", str(tmp_path / "ft"),
+                     "--init-from", str(tmp_path / "out" / "ckpt.pt"), "--device", "cpu"]
+    messages = [one_line_error(sample.main, ["--out-dir", str(tmp_path / "out"), "--prompt", "hi"]),
+                one_line_error(train.main, ["--out-dir", str(tmp_path / "out"), "--resume", *TINY]),
+                one_line_error(finetune.main, finetune_argv)]
     for message in messages:
         assert "objects other than tensors" in message and "weights_only" not in message, message
     assert "the payload ran" not in capsys.readouterr().out
@@ -280,29 +290,25 @@ def test_a_pickle_of_other_objects_is_refused_and_the_unsafe_flag_never_suggeste
 
 # ---------------------------------------------------------------- sample.py
 
-@pytest.fixture()
-def sample_dir(checkpoint):
-    return checkpoint.parent
-
-
-def test_typed_special_token_text_in_a_prompt_is_plain_text_unless_allowed(sample_dir, monkeypatch):
-    """tiktoken's rule, and the README's: text from users must not be able to end a document."""
-    prompts = []
-    generate_stream = sample.generate_stream
+def test_typed_special_token_text_in_a_prompt_is_plain_text_unless_allowed(checkpoint, monkeypatch):
+    """tiktoken's rule, and the README's: text from a user must not be able to end a document."""
+    prompts, generate_stream = [], sample.generate_stream
 
     def spy(model, idx, *args, **kwargs):
         prompts.append(idx[0].tolist())
         return generate_stream(model, idx, *args, **kwargs)
     monkeypatch.setattr(sample, "generate_stream", spy)
-    argv = ["--out-dir", str(sample_dir), "--prompt", f"end{ENDOFTEXT}", "--max-new-tokens", "1", "--no-stream"]
+    argv = ["--out-dir", str(checkpoint.parent), "--prompt", f"end{ENDOFTEXT}",
+            "--max-new-tokens", "1", "--no-stream"]
     sample.main(argv)
     sample.main(argv + ["--allow-special"])
-    tokenizer = Tokenizer.loads(torch.load(sample_dir / "ckpt.pt", weights_only=True)["tokenizer"])
-    assert prompts[0] == tokenizer.encode_ordinary(f"end{ENDOFTEXT}") and tokenizer.eot_id not in prompts[0]
+    tokenizer = Tokenizer.loads(torch.load(checkpoint, weights_only=True)["tokenizer"])
+    assert prompts[0] == tokenizer.encode_ordinary(f"end{ENDOFTEXT}")
+    assert tokenizer.eot_id not in prompts[0]
     assert prompts[1] == tokenizer.encode_ordinary("end") + [tokenizer.eot_id]
 
 
-def test_ctrl_c_without_streaming_prints_the_text_made_so_far(sample_dir, monkeypatch, capsys):
+def test_ctrl_c_without_streaming_prints_the_text_made_so_far(checkpoint, monkeypatch, capsys):
     generate_stream = sample.generate_stream
 
     def five_tokens_then_ctrl_c(*args, **kwargs):
@@ -312,19 +318,21 @@ def test_ctrl_c_without_streaming_prints_the_text_made_so_far(sample_dir, monkey
             yield token
     monkeypatch.setattr(sample, "generate_stream", five_tokens_then_ctrl_c)
     with pytest.raises(SystemExit) as exit:
-        sample.main(["--out-dir", str(sample_dir), "--prompt", "the", "--greedy", "--no-stream", "--max-new-tokens", "50"])
+        sample.main(["--out-dir", str(checkpoint.parent), "--prompt", "the", "--greedy",
+                     "--no-stream", "--max-new-tokens", "50"])
     assert exit.value.code == 130
-    checkpoint = torch.load(sample_dir / "ckpt.pt", weights_only=True)
-    model, tokenizer = GPT.from_checkpoint_dict(checkpoint).eval(), Tokenizer.loads(checkpoint["tokenizer"])
+    state = torch.load(checkpoint, weights_only=True)
+    model, tokenizer = GPT.from_checkpoint_dict(state).eval(), Tokenizer.loads(state["tokenizer"])
     prompt = tokenizer.encode_ordinary("the")
     new = sample.generate(model, torch.tensor([prompt]), 5, temperature=0)[0, len(prompt):].tolist()
     new = new[:new.index(tokenizer.eot_id)] if tokenizer.eot_id in new else new
     assert capsys.readouterr().out == "the" + tokenizer.decode(new) + "\n"
 
 
-def test_nan_sampling_settings_are_one_line(sample_dir):
+def test_nan_sampling_settings_are_one_line(checkpoint):
     for flag in ("--temperature", "--repetition-penalty"):
-        one_line_error(sample.main, ["--out-dir", str(sample_dir), "--prompt", "hi", flag, "nan"], flag)
+        argv = ["--out-dir", str(checkpoint.parent), "--prompt", "hi", flag, "nan"]
+        one_line_error(sample.main, argv, flag)
 
 
 # ---------------------------------------------------------------- finetune.py
@@ -335,6 +343,14 @@ def write(path, text):
     return path
 
 
-SST2_ROWS = "sentence\tlabel\n" + "".join(f"a {word} film\t{n % 2}\n" for n, word in enumerate("good bad fine dull".split() * 3))
+SST2_ROWS = "sentence\tlabel\n" + "".join(f"a {word} film\t{n % 2}\n"
+                                          for n, word in enumerate("good bad ok dull".split() * 3))
+
+
+def finetune_argv(tmp_path, checkpoint):
+    write(tmp_path / "SST-2" / "train.tsv", SST2_ROWS)
+    return ["--task", "sst2", "--data", str(tmp_path / "SST-2"), "--init-from", str(checkpoint),
+            "--out-dir", str(tmp_path / "out"), "--epochs", "1", "--batch-size", "4",
+            "--device", "cpu"]
 
 
