@@ -354,3 +354,64 @@ def finetune_argv(tmp_path, checkpoint):
             "--device", "cpu"]
 
 
+def test_finetune_refuses_to_replace_a_runs_best_pt(tmp_path, checkpoint):
+    """Hugging Face Trainer's overwrite_output_dir rule, as for train.py."""
+    argv = finetune_argv(tmp_path, checkpoint)
+    finetune.main(argv)
+    before = run_files(tmp_path / "out")
+    assert "best.pt" in before
+    one_line_error(finetune.main, argv, "--overwrite")
+    assert run_files(tmp_path / "out") == before
+    finetune.main(argv + ["--overwrite"])
+    # predicting with a run's best.pt, into its own folder, is no new run: allowed
+    best, rows = str(tmp_path / "out" / "best.pt"), str(tmp_path / "SST-2" / "train.tsv")
+    finetune.main(["--task", "sst2", "--init-from", best, "--out-dir", str(tmp_path / "out"),
+                   "--predict", rows, "--device", "cpu"])
+    assert (tmp_path / "out" / "train_predictions.tsv").is_file()
+
+
+def test_finetune_settings_and_files_fail_in_one_line_before_training(tmp_path, checkpoint):
+    argv = finetune_argv(tmp_path, checkpoint)
+    test = str(tmp_path / "SST-2" / "train.tsv")
+    one_line_error(finetune.main, argv + ["--epochs", "0", "--predict", test], "--epochs")
+    missing = ["--predict", str(tmp_path / "test.tsv")]
+    one_line_error(finetune.main, argv + missing, "--predict", "test.tsv")
+    one_line_error(finetune.main, argv + ["--learning-rate", "nan"], "--learning-rate")
+    if not torch.cuda.is_available():
+        one_line_error(finetune.main, argv + ["--device", "cuda"], "cuda", "--device cpu")
+    assert not (tmp_path / "out" / "best.pt").exists()
+
+
+def test_finetune_rows_that_would_train_to_nonsense_are_bad_rows(tmp_path):
+    """GLUE's STS-B scores are numbers from 0 to 5; a custom task's classes, its training labels."""
+    sts = write(tmp_path / "sts.tsv", "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\t"
+                                      "sentence1\tsentence2\tscore\n"
+                                      "0\tg\tf\t2012\t0\tn\tn\tA man.\tA man.\t5.0\n"
+                                      "1\tg\tf\t2012\t1\tn\tn\tA dog.\tA cat.\tnan\n"
+                                      "2\tg\tf\t2012\t2\tn\tn\tA.\tB.\tinf\n")
+    with pytest.raises(ValueError, match=r"sts.tsv: line 3: .*nan.* \(and 1 more\)"):
+        finetune.read_examples(sts, "stsb", None)
+    rows = [{"text": "good", "label": "positive"}, {"text": "bad", "label": "negative"},
+            {"text": "ok", "label": "postive"}]  # the third, in dev only, is misspelt
+    write(tmp_path / "custom" / "train.jsonl", "".join(json.dumps(row) + "\n" for row in rows[:2]))
+    write(tmp_path / "custom" / "dev.jsonl", "".join(json.dumps(row) + "\n" for row in rows[::2]))
+    config = finetune.FinetuneConfig(task="custom-classification", data=str(tmp_path / "custom"))
+    with pytest.raises(ValueError, match=r"dev.jsonl: line 2: label 'postive' is not one of \["):
+        finetune.task_examples(config, [])
+
+
+def test_finetune_file_errors_name_the_file_line_and_column(tmp_path):
+    tsv = tmp_path / "train.tsv"
+    tsv.write_bytes(b"sentence\tlabel\ngood\t1\ncaf\xe9\t0\n")  # Latin-1, not UTF-8
+    with pytest.raises(ValueError, match=r"train.tsv: line 3: not valid UTF-8"):
+        finetune.read_examples(tsv, "sst2", ["0", "1"])
+    # the ROCStories cloze CSV's columns (Mostafazadeh et al. 2016), one missing at a time
+    columns = ["InputStoryid", *(f"InputSentence{i}" for i in range(1, 5)),
+               "RandomFifthSentenceQuiz1", "RandomFifthSentenceQuiz2", "AnswerRightEnding"]
+    story = ["id1", "A.", "B.", "C.", "D.", "E.", "F.", "1"]
+    for missing in ("AnswerRightEnding", "InputSentence3"):
+        keep = [i for i, column in enumerate(columns) if column != missing]
+        csv = write(tmp_path / "stories.csv", ",".join(columns[i] for i in keep) + "\n"
+                                              + ",".join(story[i] for i in keep) + "\n")
+        with pytest.raises(ValueError, match=missing):
+            finetune.read_examples(csv, "rocstories", None)
