@@ -95,7 +95,9 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused(tmp_path, corpus):
     assert run_files(tmp_path / "out") == before
     assert not (tmp_path / "other-cache").exists()  # refused before the data was prepared
 
+    (tmp_path / "out" / "loss.png").write_bytes(b"the old run's plot")
     train.main(argv + ["--overwrite", "--max-iters", "3"])
+    assert not (tmp_path / "out" / "loss.png").exists()  # none of the old run is left beside it
     log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log if "loss" in entry] == [1, 2, 3]  # the new run's only
     assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["step"] == 3
@@ -143,13 +145,13 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, corpus, monkey
     """Ctrl-C between two micro-batches: the step is finished and saved, and resuming gives the
     weights of a run never interrupted, bit for bit (dropout on: every generator must match)."""
     common = ["--max-iters", "5", "--batch-tokens", "256", "--dropout", "0.1",  # 2 micro-batches
-              "--eval-interval", "2", "--warmup-iters", "2"]
+              "--eval-interval", "2", "--warmup-iters", "2"]  # saved at steps 2 and 4
     train.main(train_argv(tmp_path, corpus, *common, out="straight"))
     batches, get = [], train.Batches.get
 
     def get_then_ctrl_c(self, split, offsets, device):
         batches.append(split)
-        if batches.count("train") == 3 and split == "train":  # step 2's first micro-batch
+        if batches.count("train") == 5 and split == "train":  # step 3's first micro-batch
             signal.raise_signal(signal.SIGINT)
         return get(self, split, offsets, device)
     with monkeypatch.context() as patch:
@@ -157,8 +159,22 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_exactly(tmp_path, corpus, monkey
         with pytest.raises(SystemExit) as exit:
             train.main(train_argv(tmp_path, corpus, *common, out="resumed"))
     assert exit.value.code == 130
+    assert torch.load(tmp_path / "resumed" / "ckpt.pt", weights_only=True)["step"] == 3
     train.main(train_argv(tmp_path, corpus, *common, "--resume", out="resumed"))
     assert same_weights(tmp_path / "straight" / "ckpt.pt", tmp_path / "resumed" / "ckpt.pt")
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
+    train.save_checkpoint(tmp_path / "ckpt.pt", {"step": torch.tensor(1)})
+
+    def disk_full(state, path):
+        Path(path).write_bytes(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError):
+        train.save_checkpoint(tmp_path / "ckpt.pt", {"step": torch.tensor(2)})
+    assert list(tmp_path.iterdir()) == [tmp_path / "ckpt.pt"]
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 1
 
 
 def wait_for_line(process, prefix, timeout):
@@ -232,7 +248,8 @@ def test_an_unusable_out_dir_fails_before_the_data_is_prepared(tmp_path, corpus)
     argv = train_argv(tmp_path, corpus, "--max-iters", "1")
     one_line_error(train.main, argv, "ckpt.pt", "folder")
     (tmp_path / "file").write_text("")
-    one_line_error(train.main, train_argv(tmp_path, corpus, "--max-iters", "1", out="file"), "file")
+    argv = train_argv(tmp_path, corpus, "--max-iters", "1", out="file")
+    one_line_error(train.main, argv, "not a folder")
     assert not (tmp_path / "cache").exists()
 
 
@@ -354,7 +371,7 @@ def finetune_argv(tmp_path, checkpoint):
             "--device", "cpu"]
 
 
-def test_finetune_refuses_to_replace_a_runs_best_pt(tmp_path, checkpoint):
+def test_finetune_refuses_to_replace_a_runs_best_pt(tmp_path, checkpoint, monkeypatch):
     """Hugging Face Trainer's overwrite_output_dir rule, as for train.py."""
     argv = finetune_argv(tmp_path, checkpoint)
     finetune.main(argv)
@@ -362,6 +379,13 @@ def test_finetune_refuses_to_replace_a_runs_best_pt(tmp_path, checkpoint):
     assert "best.pt" in before
     one_line_error(finetune.main, argv, "--overwrite")
     assert run_files(tmp_path / "out") == before
+
+    def fails(*args):
+        raise RuntimeError("the new run fails in its first step")
+    with monkeypatch.context() as patch:
+        patch.setattr(finetune, "make_batch", fails)
+        one_line_error(finetune.main, argv + ["--overwrite"], "first step")
+    assert not (tmp_path / "out" / "best.pt").exists()  # the old run's: not left beside the new log
     finetune.main(argv + ["--overwrite"])
     # predicting with a run's best.pt, into its own folder, is no new run: allowed
     best, rows = str(tmp_path / "out" / "best.pt"), str(tmp_path / "SST-2" / "train.tsv")
