@@ -316,7 +316,7 @@ def test_typed_special_token_text_in_a_prompt_is_plain_text_unless_allowed(check
         return generate_stream(model, idx, *args, **kwargs)
     monkeypatch.setattr(sample, "generate_stream", spy)
     argv = ["--out-dir", str(checkpoint.parent), "--prompt", f"end{ENDOFTEXT}",
-            "--max-new-tokens", "1", "--no-stream"]
+            "--max-new-tokens", "1", "--no-stream", "--device", "cpu"]
     sample.main(argv)
     sample.main(argv + ["--allow-special"])
     tokenizer = Tokenizer.loads(torch.load(checkpoint, weights_only=True)["tokenizer"])
@@ -336,7 +336,7 @@ def test_ctrl_c_without_streaming_prints_the_text_made_so_far(checkpoint, monkey
     monkeypatch.setattr(sample, "generate_stream", five_tokens_then_ctrl_c)
     with pytest.raises(SystemExit) as exit:
         sample.main(["--out-dir", str(checkpoint.parent), "--prompt", "the", "--greedy",
-                     "--no-stream", "--max-new-tokens", "50"])
+                     "--no-stream", "--max-new-tokens", "50", "--device", "cpu"])  # as the reference
     assert exit.value.code == 130
     state = torch.load(checkpoint, weights_only=True)
     model, tokenizer = GPT.from_checkpoint_dict(state).eval(), Tokenizer.loads(state["tokenizer"])
