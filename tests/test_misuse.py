@@ -336,7 +336,7 @@ def test_ctrl_c_without_streaming_prints_the_text_made_so_far(checkpoint, monkey
     monkeypatch.setattr(sample, "generate_stream", five_tokens_then_ctrl_c)
     with pytest.raises(SystemExit) as exit:
         sample.main(["--out-dir", str(checkpoint.parent), "--prompt", "the", "--greedy",
-                     "--no-stream", "--max-new-tokens", "50", "--device", "cpu"])  # as the reference
+                     "--no-stream", "--max-new-tokens", "50", "--device", "cpu"])
     assert exit.value.code == 130
     state = torch.load(checkpoint, weights_only=True)
     model, tokenizer = GPT.from_checkpoint_dict(state).eval(), Tokenizer.loads(state["tokenizer"])
