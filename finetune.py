@@ -585,7 +585,7 @@ def main(argv=None):
     except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
         sys.exit("error: " + (str(error).strip().splitlines() or [type(error).__name__])[0])
     except KeyboardInterrupt:  # best.pt, written after each epoch, is whole
-        sys.exit("interrupted: best.pt holds the best epoch finished so far")
+        sys.exit("interrupted: best.pt, if written, holds the best epoch finished so far")
 
 
 if __name__ == "__main__":
