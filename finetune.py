@@ -24,10 +24,13 @@ the command line.
 import argparse
 import csv
 import dataclasses
+import io
 import json
+import math
 import random
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +40,8 @@ import torch.nn.functional as F
 
 from bpe import Tokenizer, load_tokenizer
 from gpt import GPT, HUB_NAMES, MODEL_FORMS, GPTConfig, resolve_model
-from train import add_flags, flag, save_checkpoint
+from train import (add_flags, check_device, check_settings, flag, load_tensors, locked,
+                   previous_run, save_checkpoint)
 
 
 @dataclass
@@ -48,6 +52,7 @@ class FinetuneConfig:  # the defaults are GPT-1's (section 4.1, "Fine-tuning det
                           "folder of GPT-2 or GPT-1 (DIR or gpt2:DIR), GPT-1's release folder, "
                           f"or a Hub name: {', '.join(HUB_NAMES)}")
     out_dir: str = flag("out-finetune", "best.pt, log.jsonl and predictions go here")
+    overwrite: bool = flag(False, "train in an out_dir that holds a run, replacing its files")
     learning_rate: float = flag(6.25e-5, "peak learning rate")
     batch_size: int = flag(32, "examples per step")
     epochs: int = flag(3, "passes over the training set")
@@ -77,7 +82,8 @@ TASKS = {  # name: (kind, input columns, label column, label values (None: a sco
     "mnli": ("entailment", ["sentence1", "sentence2"], "gold_label", ["contradiction", "entailment", "neutral"], "accuracy"),
     "qnli": ("entailment", ["question", "sentence"], "label", ["entailment", "not_entailment"], "accuracy"),
     "rte": ("entailment", ["sentence1", "sentence2"], "label", ["entailment", "not_entailment"], "accuracy"),
-    "rocstories": ("multiple-choice", ["context", "choices"], "label", None, "accuracy"),
+    "rocstories": ("multiple-choice", ["context", "choices"], "AnswerRightEnding", None,
+                   "accuracy"),
     "custom-classification": ("classification", ["text"], "label", [], "accuracy"),
     "custom-entailment": ("entailment", ["premise", "hypothesis"], "label", [], "accuracy"),
     "custom-similarity": ("similarity", ["a", "b"], "label", [], "accuracy"),
@@ -86,9 +92,24 @@ TASKS = {  # name: (kind, input columns, label column, label values (None: a sco
 COLA_COLUMNS = ["source", "label", "original_label", "sentence"]  # CoLA's train and dev have no header
 
 
+def read_utf8(path):
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")  # utf-8-sig: MRPC starts with a BOM
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not valid UTF-8 (byte {error.start}); "
+                         "convert the file to UTF-8") from None
+
+
+# the story's four sentences, then its two endings
+ROCSTORIES_COLUMNS = [*(f"InputSentence{i}" for i in range(1, 5)), "RandomFifthSentenceQuiz1",
+                      "RandomFifthSentenceQuiz2"]
+
+
 def read_records(path, task):
     """(line number, {column: value}) for each row of a GLUE TSV, the ROCStories CSV or a JSONL file."""
-    with open(path, encoding="utf-8-sig", newline="") as file:  # utf-8-sig: MRPC starts with a BOM
+    with io.StringIO(read_utf8(path), newline="") as file:
         if task.startswith("custom-"):
             for number, line in enumerate(file, start=1):
                 if line.strip():
@@ -98,12 +119,19 @@ def read_records(path, task):
                         yield number, f"not JSON ({error.msg})"
         elif task == "rocstories":
             reader = csv.DictReader(file)  # quoted CSV; the story is the first four sentences
+            if missing := [c for c in ROCSTORIES_COLUMNS if c not in (reader.fieldnames or [])]:
+                raise ValueError(f"{path}: no column {missing[0]}: not the ROCStories cloze CSV")
             for row in reader:
-                story = " ".join(row.get(f"InputSentence{i}") or "" for i in range(1, 5))
-                choices = [row.get("RandomFifthSentenceQuiz1"), row.get("RandomFifthSentenceQuiz2")]
-                label = row.get("AnswerRightEnding")
-                yield reader.line_num, {"context": story, "choices": choices,
-                                       "label": str(int(label) - 1) if label and label.isdigit() else label}
+                if empty := [c for c in ROCSTORIES_COLUMNS if not (row[c] or "").strip()]:
+                    yield reader.line_num, f"empty {empty[0]}"
+                    continue
+                label = row.get("AnswerRightEnding")  # 1 or 2; None in a file without answers
+                if label not in (None, "1", "2"):
+                    yield reader.line_num, f"AnswerRightEnding {label!r} is not 1 or 2"
+                    continue
+                yield reader.line_num, {"context": " ".join(row[c] for c in ROCSTORIES_COLUMNS[:4]),
+                                        "choices": [row[c] for c in ROCSTORIES_COLUMNS[4:]],
+                                        "AnswerRightEnding": label and str(int(label) - 1)}
         else:  # GLUE: tab-separated with quoting off, since some fields begin with a '"'
             rows = csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE)
             header = next(rows, [])
@@ -121,6 +149,7 @@ def read_examples(path, task, labels, skip_bad_rows=False, need_labels=True, log
     if not Path(path).is_file():
         raise ValueError(f"{path} not found: --data must hold the task's files (see --help)")
     examples, bad = [], []
+    learn = task.startswith("custom-") and labels == []  # custom tasks: the training file's labels
     for line, record in read_records(path, task):
         try:
             if isinstance(record, str):
@@ -139,7 +168,7 @@ def read_examples(path, task, labels, skip_bad_rows=False, need_labels=True, log
             if label is None and need_labels:
                 raise ValueError(f"no label ({label_column!r})")
             if label is not None:
-                label = parse_label(str(label), labels, kind, len(texts) - 1, task)
+                label = parse_label(str(label), labels, kind, len(texts) - 1, learn)
             examples.append((inputs, label))
         except ValueError as error:
             bad.append(f"{path}: line {line}: {error}")
@@ -153,15 +182,17 @@ def read_examples(path, task, labels, skip_bad_rows=False, need_labels=True, log
     return examples
 
 
-def parse_label(label, labels, kind, n_choices, task):
+def parse_label(label, labels, kind, n_choices, learn):
     if kind == "multiple-choice":  # the index of the right choice
         if not label.isdigit() or int(label) >= n_choices:
             raise ValueError(f"label {label!r} is not the index of one of the {n_choices} choices")
         return int(label)
     if labels is None:  # a similarity score (STS-B: 0 to 5); float() names a bad one
-        return float(label)
-    if task.startswith("custom-") and label not in labels:
-        labels.append(label)  # custom tasks: the classes are the labels seen in the training file
+        if not math.isfinite(score := float(label)):
+            raise ValueError(f"score {label!r} is not a number (it would train to nan)")
+        return score
+    if learn and label not in labels:
+        labels.append(label)  # the classes are the labels seen in the training file, no others
     if label not in labels:
         raise ValueError(f"label {label!r} is not one of {labels}")
     return labels.index(label)
@@ -299,8 +330,8 @@ def load_start(init_from):
     path = Path(init_from)
     if not path.is_file():
         raise ValueError(f"--init-from {path}: no such checkpoint; give {MODEL_FORMS}")
+    checkpoint = load_tensors(path, "give a train.py or finetune.py checkpoint")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, no code
         tokenizer = Tokenizer.loads(checkpoint["tokenizer"], source=str(path))
         return checkpoint["config"], checkpoint["model"], tokenizer, checkpoint if "head" in checkpoint else None
     except Exception as error:
@@ -363,11 +394,32 @@ def ranks(x):
     return (first + (counts - 1) / 2).double()[inverse]
 
 
+def check_config(config):
+    """Settings and files, checked before anything is loaded. A run that trains (one with --data)
+    never replaces another's best.pt by accident; predicting with a run's best.pt, into its own
+    folder, replaces nothing."""
+    at_least_0 = ("weight_decay", "lm_coef", "grad_clip")
+    check_settings(config, [("epochs", config.epochs > 0, "> 0 (to only --predict: no --data)")]
+                   + [(k, getattr(config, k) > 0, "> 0") for k in ("learning_rate", "batch_size")]
+                   + [(k, getattr(config, k) >= 0, ">= 0") for k in at_least_0]
+                   + [("warmup", 0 <= config.warmup <= 1, "in [0, 1]"),
+                      ("dropout", 0 <= config.dropout < 1, "in [0, 1)"),
+                      ("max_train_rows", config.max_train_rows >= 0, ">= 0 (0: all)"),
+                      ("log_interval", config.log_interval > 0, "> 0")])
+    if config.predict and not Path(config.predict).is_file():
+        raise ValueError(f"--predict {config.predict}: no such file")
+    found = previous_run(Path(config.out_dir), ["best.pt", "log.jsonl"])
+    if found and config.data and not config.zero_shot and not config.overwrite:
+        raise ValueError(f"{config.out_dir} holds a fine-tuning run ({', '.join(found)}): "
+                         "replace it with --overwrite, or use another --out-dir")
+
+
 def finetune(config):
     if config.task not in TASKS:
         raise ValueError(f"--task {config.task!r}: choose one of {', '.join(TASKS)}")
     kind, _, _, task_labels, metric = TASKS[config.task]
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_config(config)
+    device = check_device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
     torch.manual_seed(config.seed)
     gpt_config, state, tokenizer, previous = load_start(config.init_from)
@@ -424,6 +476,7 @@ def train(config, model, train_set, dev_set, metric, checkpoint_state, device):
     total_steps, step, best = config.epochs * -(-len(train_set) // config.batch_size), 0, None
     generator = torch.Generator().manual_seed(config.seed)
     out_dir, start_time = Path(config.out_dir), time.time()
+    (out_dir / "best.pt").unlink(missing_ok=True)  # an old run's (--overwrite): not taken for ours
     with open(out_dir / "log.jsonl", "w") as log_file:
         for epoch in range(1, config.epochs + 1):
             order = torch.randperm(len(train_set), generator=generator).tolist()
@@ -528,11 +581,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     try:
-        return finetune(parse_args(argv))
+        config = parse_args(argv)
+        with nullcontext() if config.zero_shot else locked(Path(config.out_dir)):
+            return finetune(config)
     except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
         sys.exit("error: " + (str(error).strip().splitlines() or [type(error).__name__])[0])
     except KeyboardInterrupt:  # best.pt, written after each epoch, is whole
-        sys.exit("interrupted: best.pt holds the best epoch finished so far")
+        sys.exit("interrupted: best.pt, if written, holds the best epoch finished so far")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from bpe import Tokenizer, load_tokenizer
 from gpt import GPT, HUB_NAMES, read_checkpoint, resolve_model
+from train import load_tensors
 
 # -----------------------------------------------------------------------------
 # Choosing the next token
@@ -168,11 +169,11 @@ def load_checkpoint(out_dir, device):
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: train one with `python train.py`, "
                                 "or sample from GPT-2 weights with --init-from PATH_TO_HF_GPT2_DIR")
+    checkpoint = load_tensors(path, "write a new one with `python train.py`")
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-        model = GPT.from_checkpoint_dict(checkpoint)
+        model = GPT.from_checkpoint_dict(checkpoint).to(device)
         tokenizer = Tokenizer.loads(checkpoint["tokenizer"])
-    except Exception as error:  # a truncated file, another format, a missing key, wrong shapes
+    except Exception as error:  # another format: a missing key, wrong shapes
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise ValueError(f"{path} is not a usable checkpoint ({reason}); "
                          "write a new one with `python train.py`") from None
@@ -202,6 +203,9 @@ def parse_args(argv=None):
     p.add_argument("--prompt", help="text to continue (default: --prompt-file, else stdin, "
                                     "else empty: start from <|endoftext|>)")
     p.add_argument("--prompt-file", help="read the prompt from this file ('-' for stdin)")
+    p.add_argument("--allow-special", action="store_true",
+                   help="special-token text in the prompt, like <|endoftext|>, becomes that token "
+                        "(default: plain text, as typed)")
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy decoding")
@@ -226,7 +230,7 @@ def parse_args(argv=None):
 def check_args(args):
     if args.num_samples < 1 or args.max_new_tokens < 0:
         raise ValueError("--num-samples must be >= 1 and --max-new-tokens >= 0")
-    if args.temperature < 0:
+    if not args.temperature >= 0:  # nan too
         raise ValueError("--temperature must be >= 0 (0 is greedy)")
     if args.top_k is not None and args.top_k < 1:
         raise ValueError("--top-k must be >= 1")
@@ -234,7 +238,7 @@ def check_args(args):
         raise ValueError("--top-p must be in (0, 1]")
     if args.beam is not None and args.beam < 1:
         raise ValueError("--beam must be >= 1")
-    if args.repetition_penalty <= 0:
+    if not args.repetition_penalty > 0:
         raise ValueError("--repetition-penalty must be > 0 (1 means no penalty)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: this PyTorch sees no CUDA GPU; use --device cpu")
@@ -253,8 +257,11 @@ def read_prompt(args):
     return ""
 
 
-def encode_prompt(tokenizer, prompt, block_size):
-    ids = tokenizer.encode(prompt, allowed_special="all")
+def encode_prompt(tokenizer, prompt, block_size, allow_special=False):
+    """A prompt is text from a user: "<|endoftext|>" in it is plain text unless allowed (tiktoken's
+    rule), so that a typed or pasted string cannot end the document."""
+    ids = (tokenizer.encode(prompt, allowed_special="all") if allow_special else
+           tokenizer.encode_ordinary(prompt))
     if not ids:
         if tokenizer.eot_id is None:
             raise ValueError("the prompt is empty and the tokenizer has no <|endoftext|> to start "
@@ -273,22 +280,25 @@ def write_sample(tokenizer, tokens, stops, stream):
     Tokens are byte sequences and a multi-byte UTF-8 character may be split across two
     of them, so bytes go through an incremental decoder that only returns whole characters.
     While streaming, the last few characters are held back: they may be the start of a stop string.
+    Interrupted (Ctrl-C), it prints what was made so far, streaming or not.
     """
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     text, printed = "", 0
     hold_back = max((len(s) for s in stops), default=1) - 1
-    for token in tokens:
-        text += decoder.decode(tokenizer.token_bytes(token))
-        hits = [text.find(s) for s in stops if s in text]
-        if hits:
-            text = text[:min(hits)]
-            break
-        if stream and len(text) - hold_back > printed:
-            print(text[printed:len(text) - hold_back], end="", flush=True)
-            printed = len(text) - hold_back
-    else:
-        text += decoder.decode(b"", final=True)
-    print(text[printed:], flush=True)
+    try:
+        for token in tokens:
+            text += decoder.decode(tokenizer.token_bytes(token))
+            hits = [text.find(s) for s in stops if s in text]
+            if hits:
+                text = text[:min(hits)]
+                break
+            if stream and len(text) - hold_back > printed:
+                print(text[printed:len(text) - hold_back], end="", flush=True)
+                printed = len(text) - hold_back
+        else:
+            text += decoder.decode(b"", final=True)
+    finally:
+        print(text[printed:], flush=True)
 
 
 def main(argv=None):
@@ -305,7 +315,7 @@ def main(argv=None):
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                              f"{model.config.vocab_size}: they do not belong together")
         prompt = read_prompt(args)
-        ids = encode_prompt(tokenizer, prompt, model.config.block_size)
+        ids = encode_prompt(tokenizer, prompt, model.config.block_size, args.allow_special)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         sys.exit(f"error: {error}")
 
@@ -333,8 +343,7 @@ def main(argv=None):
                     use_kv_cache=not args.no_kv_cache))
             tokens = itertools.takewhile(lambda t: t not in stop_ids, tokens)  # <|endoftext|> ends the text
             write_sample(tokenizer, tokens, args.stop, stream)
-    except KeyboardInterrupt:  # Ctrl-C while streaming: stop quietly
-        print()
+    except KeyboardInterrupt:  # Ctrl-C: write_sample has printed the text made so far
         sys.exit(130)
 
 if __name__ == "__main__":

@@ -17,10 +17,13 @@ import hashlib
 import json
 import math
 import os
+import pickle
+import shutil
+import signal
 import sys
 import sysconfig
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+try:
+    import fcntl  # POSIX file locks; on Windows, runs into one folder are not detected
+except ImportError:
+    fcntl = None
 
 from bpe import ENDOFTEXT, Tokenizer, load_tokenizer, read_text, text_files
 import gpt
@@ -75,6 +83,7 @@ class TrainConfig:
     eval_iters: int = flag(20, "validation batches per evaluation (the same batches every time)")
     log_interval: int = flag(10, "print progress every this many steps")
     resume: bool = flag(False, "continue from out_dir/ckpt.pt")
+    overwrite: bool = flag(False, "start anew in an out_dir that holds a run, deleting its files")
     plot: bool = flag(False, "write out_dir/loss.png (needs matplotlib)")
     sample_tokens: int = flag(200, "tokens of the sample printed at the end; 0: none")
 
@@ -91,6 +100,10 @@ DEVICE_DEFAULTS = {
 }
 
 
+# Left out, or given as 0 or "", these are chosen for the device, as --help says.
+AUTOMATIC = ("model", "block_size", "batch_size", "max_iters", "learning_rate")
+
+
 def fill_defaults(config: TrainConfig, device_type: str, explicit: set) -> TrainConfig:
     config = dataclasses.replace(config, **{k: v for k, v in DEVICE_DEFAULTS[device_type].items() if k not in explicit})
     if config.warmup_iters < 0:
@@ -98,6 +111,30 @@ def fill_defaults(config: TrainConfig, device_type: str, explicit: set) -> Train
     config.eval_interval = config.eval_interval or max(1, config.max_iters // 10)
     config.lr_decay_iters = config.lr_decay_iters or config.max_iters
     return config
+
+
+def check_settings(config, rules):
+    """rules: (setting, whether its value is fine, what it must be); the first wrong one fails."""
+    for name, ok, must in rules:
+        if not ok:
+            option = "--" + name.replace("_", "-")
+            raise ValueError(f"{option} {getattr(config, name)!r}: must be {must}")
+
+
+def check_config(c: TrainConfig):
+    """The resolved settings in their ranges: a wrong one fails here, in one line, before the
+    data is prepared; not later with a traceback or, worse, silently (--dtype int8 ran float32)."""
+    positive = ("block_size", "batch_size", "max_iters", "learning_rate", "lr_decay_iters",
+                "eval_interval", "eval_iters", "log_interval")
+    at_least_0 = ("batch_tokens", "warmup_iters", "weight_decay", "grad_clip", "sample_tokens")
+    dtypes, attentions = ("", "float32", "bfloat16", "float16"), ("auto", "math", "sdpa", "triton")
+    check_settings(c, [(k, getattr(c, k) > 0, "> 0") for k in positive]
+                   + [(k, getattr(c, k) >= 0, ">= 0") for k in at_least_0]
+                   + [(k, 0 <= getattr(c, k) < 1, "in [0, 1)") for k in ("beta1", "beta2")]
+                   + [("min_lr_ratio", 0 <= c.min_lr_ratio <= 1, "in [0, 1]"),
+                      ("dropout", c.dropout == -1 or 0 <= c.dropout < 1, "in [0, 1), or -1"),
+                      ("dtype", c.dtype in dtypes, "float32, bfloat16 or float16"),
+                      ("attention", c.attention in attentions, "auto, math, sdpa or triton")])
 
 
 # -----------------------------------------------------------------------------
@@ -111,26 +148,39 @@ def builtin_corpus() -> list[Path]:
     return [f for f in sorted(stdlib.rglob("*.py")) if not skip & set(f.relative_to(stdlib).parts)]
 
 
-def prepare_data(config: TrainConfig, log=print) -> Path:
+def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> Path:
     """Tokenize the corpus into uint16 (or uint32) token files, or reuse the cache when neither the
-    corpus nor the tokenizer changed. Returns the folder with train.bin, val.bin, meta.json."""
+    corpus nor the tokenizer changed. Returns the folder with train.bin, val.bin, meta.json.
+
+    The folder's name ends with a fingerprint of the corpus and the tokenizer, so two corpora never
+    share one, and it is built under a temporary name, then renamed: a folder found under its own
+    name is complete. `expect`: a resumed run's fingerprint, which the corpus must still have."""
     source = Path(config.data) if config.data else None
     if source and (source / "train.bin").is_file() and (source / "val.bin").is_file():
         return source  # already prepared
+    if source and source.exists() and not (source.is_file() or source.is_dir()):
+        raise ValueError(f"--data {source} is not a regular file or folder (a FIFO or a device?); "
+                         "give text files")
     files = text_files([source]) if source else builtin_corpus()
     if not files:
         raise ValueError(f"no text files (.txt .md .rst .py) in {source}")
-    fingerprint = hashlib.sha256(f"v1 {config.tokenizer} {config.vocab_size}".encode())
+    tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else None
+    recipe = tokenizer.dumps() if tokenizer else config.vocab_size  # the tokenizer, or its recipe
+    fingerprint = hashlib.sha256(f"v2 {recipe}".encode())
     texts = []
     for file in files:
         texts.append(read_text(file))
         fingerprint.update(f"\0{file.name}\0{len(texts[-1])}\0".encode() + texts[-1].encode())
     if not any(text.strip() for text in texts):
         raise ValueError(f"the corpus {source} is empty: give a file or folder with text in it")
+    fingerprint = fingerprint.hexdigest()
+    if expect and fingerprint != expect:  # a new BPE would give the checkpoint's ids other meanings
+        raise ValueError(f"--resume: the corpus {source or ''} or its tokenizer changed since the "
+                         "checkpoint was written; restore them, or start anew in another --out-dir")
     tokenizer_name = "gpt2" if config.tokenizer.startswith("gpt2:") else Path(config.tokenizer).stem or "bpe"
-    folder = Path(config.cache_dir) / f"{source.stem if source else 'stdlib'}-{tokenizer_name}"
-    meta_file = folder / "meta.json"
-    if meta_file.is_file() and json.loads(meta_file.read_text()).get("fingerprint") == fingerprint.hexdigest():
+    name = f"{source.stem if source else 'stdlib'}-{tokenizer_name}-{fingerprint[:12]}"
+    folder = Path(config.cache_dir) / name
+    if (folder / "meta.json").is_file():
         log(f"data: reusing {folder}")
         return folder
     log(f"data: preparing {folder} from {len(files)} files ({sum(map(len, texts)) / 1e6:.1f}M characters)")
@@ -142,27 +192,34 @@ def prepare_data(config: TrainConfig, log=print) -> Path:
         text = "\n".join(texts)
         cut = text.rfind("\n", 0, int(len(text) * 0.9)) + 1 or int(len(text) * 0.9)
         train_texts, val_texts = [text[:cut]], [text[cut:]]
-    if config.tokenizer:
-        tokenizer = load_tokenizer(config.tokenizer)
-    else:
+    if tokenizer is None:
         log(f"data: training a {config.vocab_size}-token BPE on the training split")
         tokenizer = Tokenizer.train(train_texts, config.vocab_size, special_tokens=[ENDOFTEXT], verbose=True)
     if tokenizer.eot_id is None:
         raise ValueError(f"tokenizer {config.tokenizer} has no {ENDOFTEXT} token to separate documents")
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    folder.mkdir(parents=True, exist_ok=True)
-    sizes = {}
-    for split, split_texts in (("train", train_texts), ("val", val_texts)):
-        encoded = tokenizer.encode_batch(split_texts, ordinary=True)  # the corpus is plain text
-        tokens = np.fromiter((i for ids in encoded for i in (*ids, tokenizer.eot_id)), dtype=dtype)
-        tokens.tofile(folder / f"{split}.bin.tmp")
-        os.replace(folder / f"{split}.bin.tmp", folder / f"{split}.bin")
-        sizes[split] = len(tokens)
-    tokenizer.save(folder / "tokenizer.bpe")
-    meta = dict(fingerprint=fingerprint.hexdigest(), dtype=np.dtype(dtype).name, vocab_size=tokenizer.vocab_size,
-                train_tokens=sizes["train"], val_tokens=sizes["val"],
-                val_bytes=sum(len(t.encode("utf-8")) for t in val_texts))
-    meta_file.write_text(json.dumps(meta, indent=1))  # written last: its presence marks a complete folder
+    building = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+    building.mkdir(parents=True, exist_ok=True)
+    try:
+        sizes = {}
+        for split, split_texts in (("train", train_texts), ("val", val_texts)):
+            encoded = tokenizer.encode_batch(split_texts, ordinary=True)  # the corpus is plain text
+            tokens = np.fromiter((i for ids in encoded for i in (*ids, tokenizer.eot_id)), dtype)
+            tokens.tofile(building / f"{split}.bin")
+            sizes[split] = len(tokens)
+        tokenizer.save(building / "tokenizer.bpe")
+        meta = dict(fingerprint=fingerprint, dtype=np.dtype(dtype).name,
+                    vocab_size=tokenizer.vocab_size, train_tokens=sizes["train"],
+                    val_tokens=sizes["val"],
+                    val_bytes=sum(len(t.encode("utf-8")) for t in val_texts))
+        (building / "meta.json").write_text(json.dumps(meta, indent=1))
+        os.rename(building, folder)
+    except OSError:
+        if not (folder / "meta.json").is_file():
+            raise
+        # else another process built the same folder first: it is the same data
+    finally:
+        shutil.rmtree(building, ignore_errors=True)  # nothing half-built stays
     log(f"data: {sizes['train']:,} train and {sizes['val']:,} val tokens")
     return folder
 
@@ -208,20 +265,33 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 # Checkpoints: written atomically, loaded without running code (weights_only=True)
 
 def save_checkpoint(path: Path, state: dict):
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)  # a crash mid-save leaves the previous checkpoint whole
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # this process's own name
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)  # a crash mid-save leaves the previous checkpoint whole
+    finally:
+        temporary.unlink(missing_ok=True)  # a failed save (disk full, Ctrl-C) leaves no half file
+
+
+def load_tensors(path, fix: str) -> dict:
+    """torch.load(weights_only=True): tensors, numbers and strings, never code. torch's advice on
+    failure, to retry with weights_only=False, would run whatever the file holds: never repeated."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        if "GLOBAL" in str(error):  # a class or function the safe unpickler refuses to import
+            problem = "holds objects other than tensors (they can run code): it will not be loaded"
+        else:  # torch's reason, but not the unpickler's: it advises the unsafe flag
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+            reason = "" if isinstance(error, pickle.UnpicklingError) else f" ({reason})"
+            problem = f"cannot be read{reason}: it is truncated or corrupt, or not a checkpoint"
+        raise ValueError(f"{path} {problem}; {fix}") from None
 
 
 def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise ValueError(f"--resume: no checkpoint at {path}; start a run without --resume")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise ValueError(f"{path} cannot be read ({reason}): it is truncated or corrupt; "
-                         "move it away and start again without --resume") from None
+    checkpoint = load_tensors(path, "move it away and start again without --resume")
     missing = {"model", "config", "train_config", "optimizer", "step", "rng", "tokenizer"} - set(checkpoint)
     if missing:
         raise ValueError(f"{path} is not a train.py checkpoint (missing {', '.join(sorted(missing))})")
@@ -229,12 +299,58 @@ def load_checkpoint(path: Path) -> dict:
 
 
 # -----------------------------------------------------------------------------
+# The out dir: one run at a time, and a run's results are never replaced by accident
+
+RUN_FILES = ("ckpt.pt", "best.pt", "log.jsonl", "loss.png")
+
+
+@contextmanager
+def locked(out_dir: Path):
+    """Hold an exclusive lock on out_dir while a run writes there: a second run into the same folder
+    stops at once instead of mixing its log and checkpoints with ours. The operating system drops
+    the lock when the process ends, however it ends."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out-dir {out_dir} is a file, not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "w") as lock:
+        if fcntl:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(f"another run is writing to {out_dir}: wait for it to end, "
+                                 "or use another --out-dir") from None
+        yield
+
+
+def previous_run(out_dir: Path, names) -> list[str]:
+    """The files of a run already in out_dir. A folder where a file goes fails now, not at the
+    first save, after the expensive work."""
+    found = [name for name in names if (out_dir / name).exists()]
+    for name in found:
+        if (out_dir / name).is_dir():
+            raise ValueError(f"{out_dir / name} is a folder, and the run writes a file there; "
+                             "move it away or use another --out-dir")
+    return found
+
+
+# -----------------------------------------------------------------------------
 # Training
+
+def check_device(name: str) -> torch.device:
+    """The device, if this machine has it: a missing GPU fails now, not after the data is ready."""
+    device = torch.device(name)  # an unknown name raises
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, True):
+        raise ValueError(f"--device {name}: this machine (or this PyTorch) has no {device.type} "
+                         "device; use --device cpu, or leave --device out")
+    return device
+
 
 def setup_device(config: TrainConfig):
     """The device of this process; under torchrun, also join the process group (NCCL between GPUs,
     gloo between CPU processes) and take the GPU numbered LOCAL_RANK on this machine."""
     name = config.device or ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
+    check_device(name)
     if "RANK" in os.environ:
         dist.init_process_group("nccl" if name == "cuda" else "gloo")
         if name == "cuda":
@@ -247,8 +363,7 @@ def setup_device(config: TrainConfig):
 def build_model(config: TrainConfig, tokenizer: Tokenizer, checkpoint) -> GPT:
     """The checkpoint's model when resuming, GPT-2's weights with --init-from, else a new model."""
     if checkpoint:
-        model = GPT(GPTConfig(**checkpoint["config"]))
-        model.load_state_dict(checkpoint["model"])
+        model = GPT.from_checkpoint_dict(checkpoint)
     elif config.init_from:
         model = GPT.from_pretrained(config.init_from.removeprefix("gpt2:"))
     else:
@@ -279,6 +394,10 @@ def train(config: TrainConfig, explicit: set):
     log = print if master else (lambda *args, **kwargs: None)
     device = setup_device(config)
     out_dir, checkpoint_path = Path(config.out_dir), Path(config.out_dir) / "ckpt.pt"
+    found = previous_run(out_dir, RUN_FILES) if master else []
+    if found and not config.resume and not config.overwrite:  # Hugging Face Trainer's rule too
+        raise ValueError(f"{out_dir} holds a run ({', '.join(found)}): continue it with --resume, "
+                         "replace it with --overwrite, or use another --out-dir")
 
     checkpoint = load_checkpoint(checkpoint_path) if config.resume else None
     if checkpoint:  # the run's own settings, except what this command line says (e.g. a longer --max-iters)
@@ -293,18 +412,20 @@ def train(config: TrainConfig, explicit: set):
         config = fill_defaults(config, device.type, explicit)
         if not config.init_from:
             GPTConfig.preset(config.model)  # an unknown name fails now, not after preparing the data
+    check_config(config)
     torch.manual_seed(config.seed + rank)
     gpt.USE_KERNELS = config.kernels
 
     # Data (rank 0 prepares, the others wait for it), tokenizer and model.
     if config.init_from and not config.tokenizer:
         config.tokenizer = config.init_from  # GPT-2 weights need GPT-2's vocabulary
+    expect = checkpoint.get("data_fingerprint") if checkpoint else None
     if master:
-        folder = prepare_data(config, log)
+        folder = prepare_data(config, log, expect)
     if distributed:
         dist.barrier()  # the other processes wait for rank 0, then find the data prepared
         if not master:
-            folder = prepare_data(config, lambda *args: None)
+            folder = prepare_data(config, lambda *args: None, expect)
     meta_file = folder / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     if (folder / "tokenizer.bpe").is_file():
@@ -313,7 +434,14 @@ def train(config: TrainConfig, explicit: set):
         tokenizer = load_tokenizer(config.tokenizer)
     else:
         raise ValueError(f"{folder} has no tokenizer.bpe: name the tokenizer of its .bin files with --tokenizer gpt2:DIR or FILE")
+    if checkpoint and tokenizer.dumps() != checkpoint["tokenizer"]:
+        raise ValueError(f"{folder} was not made with the tokenizer of {checkpoint_path}; resume "
+                         "on the run's own data, or start a new run in another --out-dir")
     batches = Batches(folder, np.dtype(meta.get("dtype", "uint16")), config.block_size, config.seed)
+    for split in ("train", "val") if folder == Path(config.data) else ():  # made elsewhere: check
+        if (largest := int(batches.tokens(split).max(initial=0))) >= tokenizer.vocab_size:
+            raise ValueError(f"{folder / split}.bin holds token id {largest}, the tokenizer has "
+                             f"{tokenizer.vocab_size}: name the one it was made with (--tokenizer)")
     eval_offsets = batches.offsets("val", config.eval_iters * config.batch_size, torch.Generator().manual_seed(0))
 
     model = build_model(config, tokenizer, checkpoint).to(device)
@@ -363,6 +491,7 @@ def train(config: TrainConfig, explicit: set):
                 "train_config": dataclasses.asdict(config), "tokenizer": tokenizer.dumps(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "step": step, "best_val_loss": best_val_loss,
+                "data_fingerprint": meta.get("fingerprint"),
                 "rng": {"torch": torch.get_rng_state(), "data": batches.generator.get_state(),
                         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}}
 
@@ -378,7 +507,9 @@ def train(config: TrainConfig, explicit: set):
         return sum(losses) / len(losses)
 
     if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if not config.resume:  # a new run: what an old one left (--overwrite) goes now
+            for name in RUN_FILES:
+                (out_dir / name).unlink(missing_ok=True)
         log_file = out_dir / "log.jsonl"
         lines = log_file.read_text().splitlines() if config.resume and log_file.is_file() else []
         # A resumed run continues its log from the checkpoint's step: what came after it is redone.
@@ -389,10 +520,28 @@ def train(config: TrainConfig, explicit: set):
             with open(out_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(entry) + "\n")
 
+    # Ctrl-C (SIGINT) and SIGTERM (sent by cluster schedulers before they kill a job) stop the run
+    # between two steps, so that the checkpoint holds whole steps and resuming is exact. A second
+    # signal stops at once; the last checkpoint stays.
+    stop = []
+
+    def request_stop(signum, frame):
+        if stop:
+            raise KeyboardInterrupt
+        stop.append(signum)
+
+    def stop_requested():  # by any process: all stop at the same step
+        if not distributed:
+            return bool(stop)
+        flag = torch.tensor(len(stop), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return flag.item() > 0
+
     start_time, start_step = time.time(), step
     interval_time, interval_step = start_time, step  # tokens/s over the last log interval
+    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while step < config.max_iters:
+        while step < config.max_iters and not stop_requested():
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -437,14 +586,16 @@ def train(config: TrainConfig, explicit: set):
                     best_val_loss = val_loss
                     save_checkpoint(out_dir / "best.pt", checkpoint_state())
                 save_checkpoint(checkpoint_path, checkpoint_state())
-    except KeyboardInterrupt:
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        if distributed:
+            dist.destroy_process_group()
+    if step < config.max_iters:  # stopped by a signal
         if master:
             save_checkpoint(checkpoint_path, checkpoint_state())
             log(f"\ninterrupted: saved {checkpoint_path} at step {step}; continue with --resume")
-        sys.exit(130)
-    finally:
-        if distributed:
-            dist.destroy_process_group()
+        sys.exit(128 + (stop[0] if stop else signal.SIGINT))
 
     if master and config.plot:
         plot_losses(out_dir / "log.jsonl", out_dir / "loss.png")
@@ -517,18 +668,31 @@ def parse_args(argv=None):
             raise ValueError(f"--config {known.config}: {error}") from None
         if unknown := set(recipe) - {f.name for f in dataclasses.fields(TrainConfig)}:
             raise ValueError(f"--config {known.config}: unknown settings {sorted(unknown)}")
+        wanted = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+        for f in dataclasses.fields(TrainConfig):  # JSON has no schema: {"resume": "no"} is true
+            kind, value = type(f.default), recipe.get(f.name)
+            if f.name in recipe and type(value) not in ({kind, int} if kind is float else {kind}):
+                raise ValueError(f"--config {known.config}: {f.name} must be {wanted[kind]}, "
+                                 f"not {value!r}")
     parser = argparse.ArgumentParser(description=__doc__, parents=[pre], formatter_class=argparse.RawDescriptionHelpFormatter)
     given = vars(add_flags(parser, TrainConfig, recipe).parse_args(argv))
     given.pop("config", None)
     values = {**recipe, **given}
-    return TrainConfig(**values), set(values)  # the settings, and which ones were asked for
+    asked = {k for k in values if k not in AUTOMATIC or values[k]}
+    return TrainConfig(**values), asked  # the settings, and which ones were asked for
 
 
 def main(argv=None):
     try:
-        train(*parse_args(argv))
+        config, explicit = parse_args(argv)
+        with locked(Path(config.out_dir)) if int(os.environ.get("RANK", 0)) == 0 else nullcontext():
+            train(config, explicit)
     except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
         sys.exit("error: " + (str(error).strip().splitlines() or [type(error).__name__])[0])
+    except KeyboardInterrupt:  # before the training loop (preparing the data), or a second Ctrl-C
+        print("interrupted: the data cache and the last checkpoint, if any, are whole",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # import the project's modules, not bench/'s files of the same names
 
 from bpe import Tokenizer  # noqa: E402
+from train import TrainConfig, prepare_data  # noqa: E402
 
 
 def train(out_dir, *flags):
@@ -55,7 +56,8 @@ def main():
             wall, log = train(Path(scratch) / "default")
             last = [e for e in log if "val_loss" in e][-1]
             config = torch.load(Path(scratch) / "default" / "ckpt.pt", weights_only=True)["train_config"]
-            data = ROOT / config["cache_dir"] / "stdlib-bpe"
+            config["cache_dir"] = str(ROOT / config["cache_dir"])  # train.py ran in ROOT
+            data = prepare_data(TrainConfig(**config), log=lambda *args: None)  # the cached folder
             xz, size = xz_bits_per_byte(data)
             rows.append(f"| `python train.py` (default, {config['model']}, {config['max_iters']} steps) | "
                         f"{wall / 60:.1f} min | {last['val_loss']:.3f} | {last['val_bpb']:.3f} |")
