@@ -343,7 +343,8 @@ def test_gpt2_survives_save_and_load(gpt2, tmp_path):
 # ---------------------------------------------------------------- command line
 
 def run_cli(*args, stdin=None):
-    return subprocess.run([sys.executable, str(ROOT / "bpe.py"), *args], capture_output=True, text=True, input=stdin)
+    command = [sys.executable, str(ROOT / "bpe.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, input=stdin, timeout=120)
 
 
 def test_cli_train_encode_decode(tmp_path):

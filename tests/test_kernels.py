@@ -333,5 +333,6 @@ def test_kernels_compile_for_hopper():
     # Triton's compiler, so compile every kernel for sm_90 with the installed
     # release (no GPU needed); see tests/hopper_compile.py.
     script = Path(__file__).with_name("hopper_compile.py")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=240)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

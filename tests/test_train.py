@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -252,7 +253,8 @@ def test_two_processes_give_the_loss_curve_of_one(tmp_path, corpus):
 # ---------------------------------------------------------------- bad input: one line, non-zero exit, nothing lost
 
 def cli(*args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, cwd=cwd)
+    command = [sys.executable, str(ROOT / "train.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
 def assert_one_line_error(result, *words):
@@ -292,14 +294,19 @@ def test_broken_checkpoints_give_one_line_errors_and_stay_untouched(tmp_path, co
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path, corpus):
     command = [sys.executable, "-u", str(ROOT / "train.py"), "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"),
                "--out-dir", str(tmp_path / "out"), *TINY, "--max-iters", "100000", "--eval-interval", "100000"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith("step 3/"):
-            process.send_signal(signal.SIGINT)
-            break
-    output = process.stdout.read()
-    assert process.wait(timeout=60) == 130, process.stderr.read()
-    assert "interrupted: saved" in output
+    output = tmp_path / "output.txt"  # a file, not a pipe: reading it never blocks on the child
+    with open(output, "w") as file:
+        process = subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "step 3/" not in output.read_text() and process.poll() is None:
+            assert time.monotonic() < deadline, output.read_text()[-2000:]
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130, output.read_text()[-2000:]
+    finally:
+        process.kill()  # a no-op once it has exited
+    assert "interrupted: saved" in output.read_text()
     checkpoint = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
     assert checkpoint["step"] >= 3
 
