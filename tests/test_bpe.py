@@ -3,12 +3,14 @@
 import subprocess
 import sys
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 import regex
 from hypothesis import given, settings, strategies as st
 
+import bpe
 from bpe import ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN, Tokenizer, load_tokenizer, safe_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +138,48 @@ def test_training_is_deterministic_and_accepts_documents():
     second = Tokenizer.train(iter(documents), 400)
     assert first.merges == second.merges
     assert first.vocab_size == 400
+
+
+def test_training_counts_the_pairs_of_every_document_and_none_across_them():
+    assert Tokenizer.train(["aaa", "bb bb bb"], 257).merges == {(98, 98): 256}  # 3 (b, b), 2 (a, a)
+    assert Tokenizer.train(["aaa", "bb bb bb", "aaa"], 257).merges == {(97, 97): 256}  # 4 against 3
+    assert Tokenizer.train(["b", "b", "b", "ab"], 257).merges == {(97, 98): 256}  # "bbbab": (b, b)
+
+
+def test_a_large_corpus_counted_in_worker_processes_makes_the_same_merges(monkeypatch):
+    """Past 2 MB of text, training pre-tokenizes in worker processes, each on a piece of the text
+    cut where pre-tokens always end: the merges are exactly those of one process (itself checked
+    against the textbook algorithm above)."""
+    sources = [MIXED] + [(ROOT / name).read_text(encoding="utf-8")
+                         for name in ("gpt.py", "README.md")]
+    documents = [text * (k + 1) for k, text in enumerate(sources)]  # unlike texts, unequal weights
+    documents *= 2_100_000 // sum(map(len, documents)) + 1
+    assert sum(map(len, documents)) > 2_000_000
+    pools = []
+
+    class RecordedPool(ProcessPoolExecutor):
+        def __init__(self, workers, *args, **kwargs):
+            pools.append(workers)
+            super().__init__(workers, *args, **kwargs)
+
+    monkeypatch.setattr(bpe, "ProcessPoolExecutor", RecordedPool)
+    monkeypatch.setattr(bpe.os, "cpu_count", lambda: 4)
+    parallel = Tokenizer.train(documents, 400)
+    monkeypatch.setattr(bpe.os, "cpu_count", lambda: 1)
+    single = Tokenizer.train(documents, 400)
+    assert pools == [4] and len(parallel.merges) == 144  # one pool: the parallel path ran once
+    assert parallel.merges == single.merges
+
+
+def test_merges_are_applied_in_the_order_they_were_learned():
+    """GPT-2's encoder.py: inside a pre-token the pair learned first (the lowest rank, here the
+    lowest new id) is merged first, wherever it stands; of equal pairs, the leftmost."""
+    tokenizer = Tokenizer({(97, 256): 258, (98, 99): 256, (97, 98): 257, (97, 97): 259})  # unsorted
+    a, d = b"ad"
+    assert tokenizer.encode_ordinary("abc") == [258]  # bc (256), then a + bc (258); not ab + c
+    assert tokenizer.encode_ordinary("abd") == [257, d]
+    assert tokenizer.encode_ordinary("aaa") == [259, a]  # aa twice: the left one
+    assert tokenizer.decode([258, 259]) == "abcaa"
 
 
 def test_vocabulary_layout(small):
@@ -299,7 +343,8 @@ def test_gpt2_survives_save_and_load(gpt2, tmp_path):
 # ---------------------------------------------------------------- command line
 
 def run_cli(*args, stdin=None):
-    return subprocess.run([sys.executable, str(ROOT / "bpe.py"), *args], capture_output=True, text=True, input=stdin)
+    command = [sys.executable, str(ROOT / "bpe.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, input=stdin, timeout=120)
 
 
 def test_cli_train_encode_decode(tmp_path):

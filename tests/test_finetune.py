@@ -160,6 +160,51 @@ def test_a_few_steps_on_real_sst2_and_rte_rows_lower_the_loss(tokenizer):
 
 # ---------------------------------------------------------------- training, checkpoints, predictions
 
+class GradientRecorder(torch.optim.SGD):
+    """Stands in for AdamW: keeps a copy of each step's gradient and leaves the weights alone."""
+
+    def __init__(self, params, **options):
+        super().__init__(params, lr=0.0)
+        self.gradients = []
+
+    def step(self, closure=None):
+        parameters = (p for group in self.param_groups for p in group["params"])
+        self.gradients.append({id(p): p.grad.clone() for p in parameters})
+
+
+@pytest.mark.parametrize("lm_coef", [0.0, 0.5])
+def test_a_training_step_follows_the_gradient_of_l3(tmp_path, checkpoint, monkeypatch, lm_coef):
+    """GPT-1 section 3.2: fine-tuning minimizes L3 = L2 + λ·L1, the task loss plus λ times the
+    language modelling loss of the same sequences; --lm-coef is λ, and 0 leaves L1 out."""
+    optimizers, calls, forward = [], [], TaskModel.forward
+
+    def record_forward(model, *args, **kwargs):
+        calls.append((model, args))
+        return forward(model, *args, **kwargs)
+
+    def record_gradients(params, **options):
+        optimizers.append(GradientRecorder(params))
+        return optimizers[-1]
+
+    monkeypatch.setattr(TaskModel, "forward", record_forward)
+    monkeypatch.setattr(torch.optim, "AdamW", record_gradients)
+    rows = [("a fine film", "good"), ("dull and long", "bad"), ("the model reads text", "good"),
+            ("no", "bad")]
+    write(tmp_path / "data" / "train.jsonl",
+          "".join(json.dumps({"text": text, "label": label}) + "\n" for text, label in rows))
+    finetune.main(["--task", "custom-classification", "--data", str(tmp_path / "data"),
+                   "--init-from", str(checkpoint), "--out-dir", str(tmp_path / "out"),
+                   "--epochs", "1", "--batch-size", "4", "--dropout", "0", "--grad-clip", "0",
+                   "--lm-coef", str(lm_coef), "--device", "cpu"])
+    [optimizer], (model, batch) = optimizers, calls[0]
+    [gradient] = optimizer.gradients  # one step: 4 rows, batches of 4
+    _, (_, task_loss, lm_loss) = model(*batch, lm_coef=1.0)  # L2 and L1, checked by hand above
+    expected = torch.autograd.grad(task_loss + lm_coef * lm_loss, list(model.parameters()))
+    for (name, parameter), reference in zip(model.named_parameters(), expected):
+        torch.testing.assert_close(gradient[id(parameter)], reference, rtol=1e-4, atol=1e-7,
+                                   msg=name)
+
+
 def test_learning_rate_warms_up_then_decays_linearly_to_zero():
     config = finetune.FinetuneConfig(learning_rate=1e-3, warmup=0.02)
     rates = [finetune.learning_rate(step, 1000, config) for step in range(1000)]
@@ -192,25 +237,59 @@ def test_finetune_keeps_the_best_checkpoint_which_predicts_again(tmp_path, check
     assert accuracy == pytest.approx(best["metrics"]["accuracy"])  # the same model, read back
 
 
+def extract_states(gpt, sequences):
+    """h_l^m of GPT-1 section 3.2: the final hidden state at the last ([extract]) token of each
+    sequence, one unpadded sequence at a time."""
+    return torch.stack([gpt.hidden_states(torch.tensor([s]))[0, -1] for s in sequences])
+
+
+def saved_model(path):
+    """The GPT, its task head (as a function), the tokenizer and the checkpoint in a best.pt."""
+    best = torch.load(path, weights_only=True)
+    head = lambda h: h @ best["head"]["weight"].T + best["head"]["bias"]
+    return GPT.from_checkpoint_dict(best).eval(), head, Tokenizer.loads(best["tokenizer"]), best
+
+
 def test_custom_multiple_choice_and_a_regression_task_end_to_end(tmp_path, checkpoint):
-    rows = [{"context": f"The model reads {n} texts.", "choices": ["It learns.", "It sleeps.", "It reads."], "label": n % 3}
-            for n in range(12)]
+    """GPT-1 section 3.3: a multiple-choice answer is the choice with the highest score (a softmax
+    over the choices); a similarity score is the head on the states of both orders, added."""
+    choices = ["It learns.", "It sleeps.", "It reads."]
+    rows = [{"context": f"The model reads {n} texts.", "choices": choices[n % 3:] + choices[:n % 3],
+             "label": n % 3} for n in range(12)]
     jsonl = write(tmp_path / "mc" / "train.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
     write(tmp_path / "mc" / "dev.jsonl", jsonl.read_text())
     common = ["--init-from", str(checkpoint), "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
-    finetune.main(["--task", "custom-multiple-choice", "--data", str(jsonl.parent), "--out-dir", str(tmp_path / "out-mc"),
-                   "--predict", str(jsonl), *common])
+    finetune.main(["--task", "custom-multiple-choice", "--data", str(jsonl.parent),
+                   "--out-dir", str(tmp_path / "out-mc"), "--predict", str(jsonl), *common])
     predictions = (tmp_path / "out-mc" / "train_predictions.tsv").read_text().splitlines()[1:]
-    assert len(predictions) == 12 and {line.split("\t")[1] for line in predictions} <= {"0", "1", "2"}
+    gpt, head, tokenizer, _ = saved_model(tmp_path / "out-mc" / "best.pt")
+    with torch.no_grad():
+        scores = [head(extract_states(gpt, transform(tokenizer, "multiple-choice",
+                                                     [row["context"], row["choices"]], 64)))
+                  for row in rows]
+    answers = [score.argmax().item() for score in scores]
+    assert [line.split("\t")[1] for line in predictions] == [str(answer) for answer in answers]
+    assert len(set(answers)) > 1  # not one answer for all
+
     header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
-    sts = "".join(f"{n}\tg\tf\t2012\t{n}\tnone\tnone\tA man plays {n}.\tA man plays.\t{n % 6}.000\n" for n in range(8))
+    pairs = [(f"A man plays {n}.", "A man plays.", n % 6) for n in range(8)]
+    sts = "".join(f"{n}\tg\tf\t2012\t{n}\tnone\tnone\t{a}\t{b}\t{score}.000\n"
+                  for n, (a, b, score) in enumerate(pairs))
     write(tmp_path / "STS-B" / "train.tsv", header + sts)
     write(tmp_path / "STS-B" / "dev.tsv", header + sts)
     finetune.main(["--task", "stsb", "--data", str(tmp_path / "STS-B"), "--out-dir", str(tmp_path / "out-sts"),
                    "--predict", str(tmp_path / "STS-B" / "dev.tsv"), *common])
-    assert set(torch.load(tmp_path / "out-sts" / "best.pt", weights_only=True)["metrics"]) == {"pearson", "spearman"}
-    scores = [float(line.split("\t")[1]) for line in (tmp_path / "out-sts" / "dev_predictions.tsv").read_text().splitlines()[1:]]
-    assert len(scores) == 8
+    lines = (tmp_path / "out-sts" / "dev_predictions.tsv").read_text().splitlines()[1:]
+    gpt, head, tokenizer, best = saved_model(tmp_path / "out-sts" / "best.pt")
+    with torch.no_grad():
+        states = [extract_states(gpt, transform(tokenizer, "similarity", [a, b], 64))
+                  for a, b, _ in pairs]
+    expected = [head(both_orders.sum(0)).item() for both_orders in states]
+    predicted = [float(line.split("\t")[1]) for line in lines]
+    assert predicted == pytest.approx(expected, abs=1e-4)  # written with 4 decimals
+    labels = [score for _, _, score in pairs]
+    pearson = torch.corrcoef(torch.tensor([expected, labels]))[0, 1].item()
+    assert best["metrics"]["pearson"] == pytest.approx(pearson, abs=1e-5)
 
 
 # ---------------------------------------------------------------- metrics
@@ -297,10 +376,32 @@ def test_zero_shot_score_is_the_summed_log_probability_of_the_answer(tokenizer):
         max((0, 1), key=lambda k: finetune.log_likelihoods(gpt, prompt, [tokenizer.encode_ordinary([" negative", " positive"][k])])[0])
 
 
-def test_zero_shot_runs_on_rte_dev(checkpoint, capsys):
-    scores = finetune.main(["--task", "rte", "--data", str(needs(GLUE / "RTE")), "--init-from", str(checkpoint),
-                            "--zero-shot", "--device", "cpu"])
-    assert 0 <= scores["accuracy"] <= 1 and "zero-shot on 277 dev examples" in capsys.readouterr().out
+def test_zero_shot_runs_on_rte_dev(tmp_path, checkpoint, capsys):
+    """The accuracy is that of the likelier label word, " True" or " False", after the prompt, each
+    scored with its own forward pass over the last block_size tokens (40 real RTE dev rows)."""
+    lines = needs(GLUE / "RTE" / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    write(tmp_path / "RTE" / "train.tsv", "".join(lines[:41]))
+    dev = write(tmp_path / "RTE" / "dev.tsv", "".join(lines[:41]))  # the header and 40 rows
+    scores = finetune.main(["--task", "rte", "--data", str(tmp_path / "RTE"), "--zero-shot",
+                            "--init-from", str(checkpoint), "--device", "cpu"])
+    assert "zero-shot on 40 dev examples" in capsys.readouterr().out
+    saved = torch.load(checkpoint, weights_only=True)
+    gpt, tokenizer = GPT.from_checkpoint_dict(saved).eval(), Tokenizer.loads(saved["tokenizer"])
+    template, words = finetune.PROMPTS["rte"]
+    correct = 0
+    examples = finetune.read_examples(dev, "rte", ["entailment", "not_entailment"])
+    for (premise, hypothesis), label in examples:
+        prompt = tokenizer.encode_ordinary(template.format(premise, hypothesis))
+        log_likelihoods = []
+        for word in words:
+            answer = tokenizer.encode_ordinary(word)
+            sequence = (prompt + answer)[-gpt.config.block_size:]
+            with torch.no_grad():
+                log_probs = F.log_softmax(gpt(torch.tensor([sequence]))[0][0].double(), dim=-1)
+            log_likelihoods.append(sum(log_probs[t - 1, sequence[t]].item()
+                                       for t in range(len(sequence) - len(answer), len(sequence))))
+        correct += max(range(len(words)), key=log_likelihoods.__getitem__) == label
+    assert scores["accuracy"] == pytest.approx(correct / 40)
 
 
 # ---------------------------------------------------------------- errors

@@ -2,13 +2,19 @@
 (OpenAI GPT) implementations and attention written out in plain PyTorch."""
 
 import json
+import math
 
 import pytest
 import torch
 
-from gpt import GPT, GPTConfig, attend
+from gpt import GPT, MLP, GPTConfig, attend
 
-transformers = pytest.importorskip("transformers")
+try:
+    import transformers
+except ImportError:  # only the comparisons with Hugging Face need it
+    transformers = None
+needs_transformers = pytest.mark.skipif(transformers is None, reason="transformers is not "
+                                        "installed: the comparisons with Hugging Face skip")
 
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=101)
 
@@ -28,6 +34,7 @@ def test_unknown_preset_lists_the_valid_ones():
         GPTConfig.preset("gpt3")
 
 
+@needs_transformers
 @pytest.mark.parametrize("name", ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"])
 def test_gpt2_parameter_counts_match_hugging_face(name):
     config = GPTConfig.preset(name)
@@ -65,11 +72,35 @@ def test_post_ln_model_has_no_final_layernorm():
 
 
 def test_loss_is_cross_entropy_of_the_logits():
+    """GPT-1 section 3.1: the mean of -log P(target | context) over the positions, written out; a
+    target of -1 (padding, e.g. finetune.py's batches) is left out of the mean."""
     model = tiny_gpt()
     idx = torch.randint(0, 101, (2, 16))
     targets = torch.randint(0, 101, (2, 16))
+    targets[1, 11:] = -1
     logits, loss = model(idx, targets)
-    assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()))
+    log_probs = logits.double().log_softmax(dim=-1)
+    kept = [(b, t) for b in range(2) for t in range(16) if targets[b, t] != -1]
+    expected = -sum(log_probs[b, t, targets[b, t]] for b, t in kept) / len(kept)
+    assert len(kept) == 27 and loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def tanh_gelu(x):
+    """GELU with the tanh approximation (Hendrycks & Gimpel 2016, section 2), as OpenAI's GPT-1 and
+    GPT-2 code computes it: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+@pytest.mark.parametrize("name", ["gpt1", "gpt2"])
+def test_mlp_uses_the_tanh_gelu(name):
+    """The MLP's activation where it differs from the exact (erf) GELU, by up to 1e-3 at inputs of
+    order 1; at the 0.02 scale of a fresh model the two agree to 1e-6: a model test cannot tell."""
+    torch.manual_seed(0)
+    mlp = MLP(GPTConfig.preset(name, n_embd=32, n_head=4)).double().eval()  # GPT-1 has dropout
+    x = torch.randn(5, 32, dtype=torch.float64)
+    hidden = mlp.c_fc(x)
+    assert hidden.abs().max() > 1  # where the two GELUs differ
+    torch.testing.assert_close(mlp(x), mlp.c_proj(tanh_gelu(hidden)), rtol=1e-12, atol=1e-12)
 
 
 # --- attention backends and the KV cache ------------------------------------
@@ -167,6 +198,7 @@ def random_hf_gpt2(seed=0):
     return transformers.GPT2LMHeadModel(config).eval()
 
 
+@needs_transformers
 @pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "pytorch_model.bin"])
 def test_from_pretrained_matches_hugging_face_logits(tmp_path, safe):
     hf = random_hf_gpt2()
@@ -183,6 +215,24 @@ def test_from_pretrained_matches_hugging_face_logits(tmp_path, safe):
     assert (logits - expected).abs().max().item() < 1e-4
 
 
+@needs_transformers
+def test_from_pretrained_matches_hugging_face_at_realistic_weight_scales(tmp_path):
+    """Released GPT-2 weights are far from the 0.02 of initialization. At 10 times that scale the
+    MLP's inputs are of order 1, where the exact and tanh GELUs move the logits by ~1e-3: Hugging
+    Face's gelu_new (the tanh form, GPT-2's) must be read as ours."""
+    hf = random_hf_gpt2()
+    with torch.no_grad():
+        for parameter in hf.parameters():
+            if parameter.dim() == 2:
+                parameter.mul_(10)
+    hf.save_pretrained(tmp_path)
+    model = GPT.from_pretrained(tmp_path).eval()
+    idx = torch.randint(0, 101, (2, 16))
+    with torch.no_grad():
+        assert (model(idx)[0] - hf(idx).logits).abs().max().item() < 1e-4
+
+
+@needs_transformers
 def test_save_pretrained_opens_in_transformers(tmp_path):
     hf = random_hf_gpt2()
     hf.save_pretrained(tmp_path / "hf")
@@ -205,20 +255,21 @@ def test_a_model_trained_here_round_trips(tmp_path):
 def test_missing_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         GPT.from_pretrained(tmp_path)
-    random_hf_gpt2().config.save_pretrained(tmp_path)
+    tiny_gpt().save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         GPT.from_pretrained(tmp_path)
 
 
 def test_corrupt_weights_are_named(tmp_path):
-    random_hf_gpt2().save_pretrained(tmp_path)
+    tiny_gpt().save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="model.safetensors cannot be read"):
         GPT.from_pretrained(tmp_path)
 
 
 def test_mismatched_config_is_named(tmp_path):
-    random_hf_gpt2().save_pretrained(tmp_path)
+    tiny_gpt().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     config["n_embd"] = 64
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -226,6 +277,7 @@ def test_mismatched_config_is_named(tmp_path):
         GPT.from_pretrained(tmp_path)
 
 
+@needs_transformers
 def test_post_ln_block_matches_hugging_face_gpt1():
     """GPT-1 (ln_position="post") against transformers' OpenAI GPT, weights copied across."""
     torch.manual_seed(0)

@@ -5,6 +5,7 @@ stay small; the same tests run on CUDA tensors when a GPU is present.
 """
 import importlib.util
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton", reason="Triton is not installed (it ships for Linux only)")
 
+import kernels.flash_attention as fa  # noqa: E402
+import kernels.layer_norm as ln  # noqa: E402
 from kernels.flash_attention import flash_attention  # noqa: E402
 from kernels.layer_norm import layer_norm  # noqa: E402
 
@@ -119,6 +122,14 @@ def test_layer_norm_dweight_dbias_many_rows(poisoned):
     check_layer_norm(x, w, b)
 
 
+def test_layer_norm_dweight_dbias_reduce_more_partial_rows_than_one_block(monkeypatch, poisoned):
+    # The second backward kernel sums the G partial rows BLOCK_G = 32 at a time. On a GPU G is 4
+    # per SM (528 on an H100), under the interpreter 16 at most: force 40, the second block ragged.
+    monkeypatch.setattr(ln, "_num_partials", lambda x, M: 40)
+    x = torch.randn(45, 48, device=DEVICE)
+    check_layer_norm(x, torch.randn(48, device=DEVICE), torch.randn(48, device=DEVICE))
+
+
 def test_layer_norm_without_bias_and_strided_input(poisoned):
     base = torch.randn(6, 4, 40, device=DEVICE, dtype=torch.float16)
     x = base.transpose(0, 1)  # leading dimensions not contiguous
@@ -194,6 +205,64 @@ def test_attention_matches_float64(B, H, T, D, dtype, causal, poisoned):
     check_attention(q, k, v, causal)
 
 
+# Lengths that are multiples of 16, as in training (1024): on a GPU Triton compiles a variant of
+# each kernel that assumes N_CTX % 16 == 0, and whole tiles leave the masked loops empty.
+MULTIPLE_OF_16_CASES = [(1, 2, 64, 32, F32, True), (1, 1, 96, 16, BF16, False),
+                        (2, 1, 128, 64, F16, True), (1, 1, 48, 128, F32, False)]
+
+
+@pytest.mark.parametrize("B,H,T,D,dtype,causal", MULTIPLE_OF_16_CASES,
+                         ids=[f"B{b}H{h}-T{t}-d{d}-{str(dt)[6:]}-{'causal' if c else 'full'}"
+                              for b, h, t, d, dt, c in MULTIPLE_OF_16_CASES])
+def test_attention_at_lengths_that_are_multiples_of_16(B, H, T, D, dtype, causal, poisoned):
+    q, k, v = (torch.randn(B, H, T, D, device=DEVICE, dtype=dtype) for _ in range(3))
+    check_attention(q, k, v, causal)
+
+
+def configs_on_a_gpu(module):
+    """A kernels/ module as a GPU sees it, for its autotune candidates. Under the interpreter each
+    kernel keeps one (it would run them all), so the file is executed a second time with the
+    interpreter off, only to read its lists: nothing is compiled."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return module
+    spec = importlib.util.spec_from_file_location(f"{module.__name__}_on_a_gpu", module.__file__)
+    on_a_gpu = importlib.util.module_from_spec(spec)
+    saved = os.environ.pop("TRITON_INTERPRET")
+    try:
+        spec.loader.exec_module(on_a_gpu)
+    finally:
+        os.environ["TRITON_INTERPRET"] = saved
+    return on_a_gpu
+
+
+FA_ON_A_GPU, LN_ON_A_GPU = configs_on_a_gpu(fa), configs_on_a_gpu(ln)
+ATTENTION_CONFIGS = [(fa._attn_fwd, FA_ON_A_GPU.FWD_CONFIGS),
+                     (fa._attn_bwd_dq, FA_ON_A_GPU.DQ_CONFIGS),
+                     (fa._attn_bwd_dkdv, FA_ON_A_GPU.DKDV_CONFIGS)]
+
+
+@pytest.mark.parametrize("i", range(max(len(configs) for _, configs in ATTENTION_CONFIGS)))
+def test_every_autotune_config_of_flash_attention(i, monkeypatch, poisoned):
+    """Whatever tile the autotuner picks on a GPU, the result is the same: config i of each kernel
+    (its last where it has fewer), forward and backward, causal and not, against float64. Length
+    130 leaves a ragged tile for every BLOCK_M and BLOCK_N."""
+    for kernel, configs in ATTENTION_CONFIGS:
+        monkeypatch.setattr(kernel, "configs", [configs[min(i, len(configs) - 1)]])
+    for causal in (True, False):
+        q, k, v = (torch.randn(1, 1, 130, 32, device=DEVICE, dtype=F16) for _ in range(3))
+        check_attention(q, k, v, causal)
+
+
+@pytest.mark.parametrize("i", range(len(LN_ON_A_GPU._warps_configs())))
+def test_every_autotune_config_of_layer_norm(i, monkeypatch, poisoned):
+    """LayerNorm's candidates differ in num_warps only: one compilation each on a GPU (the
+    interpreter runs them all alike)."""
+    for kernel in (ln._layer_norm_fwd, ln._layer_norm_bwd_dx):
+        monkeypatch.setattr(kernel, "configs", [LN_ON_A_GPU._warps_configs()[i]])
+    x, w, b = (torch.randn(shape, device=DEVICE, dtype=F16) for shape in ((8, 100), (100,), (100,)))
+    check_layer_norm(x, w, b)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_attention_strided_inputs_and_grad(causal, poisoned):
     # Trap: one set of strides assumed for q, k, v, o and do. Here q and k are
@@ -264,5 +333,6 @@ def test_kernels_compile_for_hopper():
     # Triton's compiler, so compile every kernel for sm_90 with the installed
     # release (no GPU needed); see tests/hopper_compile.py.
     script = Path(__file__).with_name("hopper_compile.py")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=240)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from bpe import Tokenizer
 from gpt import GPT, GPTConfig
-from sample import (apply_repetition_penalty, beam_search, filter_logits, generate, main,
-                    write_sample)
+from sample import (apply_repetition_penalty, beam_search, encode_prompt, filter_logits, generate,
+                    main, write_sample)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +63,57 @@ def logits_before_each_new_token(model, out, prompt_length):
     return logits[:, prompt_length - 1:-1, :]
 
 
+def nucleus(probs, top_p):
+    """Holtzman et al. 2019, section 3.1: the smallest set of most likely tokens whose probabilities
+    add up to at least top_p; the token whose probability crosses top_p is in it."""
+    kept, mass = [], 0.0
+    for token in probs.argsort(descending=True).tolist():
+        kept.append(token)
+        mass += probs[token].item()
+        if mass >= top_p:
+            break
+    return kept
+
+
+def ctrl_penalty(logits, context, penalty):
+    """CTRL (Keskar et al. 2019) section 4.1: the logit of a token already in the context is divided
+    by the penalty when it is positive and multiplied by it when it is negative."""
+    logits = logits.clone()
+    for token in set(context):
+        logits[token] = logits[token] / penalty if logits[token] > 0 else logits[token] * penalty
+    return logits
+
+
+def reference_distribution(logits, context, temperature=1.0, top_k=None, top_p=None,
+                           repetition_penalty=1.0):
+    """What the next token is drawn from, written out for one row: the penalty, the temperature,
+    then the k most likely tokens (Fan et al. 2018) and the nucleus of the tempered distribution."""
+    probs = F.softmax(ctrl_penalty(logits, context, repetition_penalty) / temperature, dim=-1)
+    kept = probs.argsort(descending=True)[:top_k].tolist() if top_k else list(range(len(probs)))
+    if top_p is not None:
+        renormalized = torch.zeros_like(probs)
+        renormalized[kept] = probs[kept] / probs[kept].sum()
+        kept = nucleus(renormalized, top_p)
+    out = torch.zeros_like(probs)
+    out[kept] = probs[kept] / probs[kept].sum()
+    return out
+
+
+def greedy_reference(model, ids, steps, penalty=1.0, stop=None):
+    """Greedy decoding written out: a full forward pass over the last block_size tokens for every
+    new token, CTRL's penalty on every token seen so far; the new tokens, up to `stop`."""
+    ids, new = list(ids), []
+    for _ in range(steps):
+        with torch.no_grad():
+            logits = model(torch.tensor([ids[-model.config.block_size:]]))[0][0, -1]
+        token = ctrl_penalty(logits, ids, penalty).argmax().item()
+        if token == stop:
+            break
+        ids.append(token)
+        new.append(token)
+    return new
+
+
 def test_top_k_never_emits_a_token_outside_the_k_most_likely():
     model = tiny_gpt()
     out = generate(model, prompt(batch=8), 12, top_k=3, temperature=2.0,
@@ -91,8 +142,44 @@ def test_top_p_keeps_the_smallest_set_with_mass_at_least_p(top_p):
 def test_top_p_samples_stay_in_the_nucleus():
     model = tiny_gpt()
     out = generate(model, prompt(batch=8), 12, top_p=0.2, generator=torch.Generator().manual_seed(0))
-    allowed = filter_logits(logits_before_each_new_token(model, out, 4), top_p=0.2) > float("-inf")
-    assert allowed.gather(-1, out[:, 4:, None]).all()
+    probs = F.softmax(logits_before_each_new_token(model, out, 4), dim=-1)
+    for row_probs, row_tokens in zip(probs, out[:, 4:].tolist()):
+        assert all(token in nucleus(p, 0.2) for p, token in zip(row_probs, row_tokens))
+
+
+SAMPLING = {"penalty": dict(repetition_penalty=3.0), "cold-top-p": dict(temperature=0.5, top_p=0.6),
+            "hot-top-k": dict(temperature=2.0, top_k=5),
+            "all": dict(temperature=0.7, top_k=40, top_p=0.5, repetition_penalty=1.5)}
+
+
+@pytest.mark.parametrize("name", SAMPLING)
+def test_each_token_is_drawn_from_the_distribution_the_options_define(name, monkeypatch):
+    """The probabilities generate() hands to torch.multinomial, step by step, against the
+    distribution written out in reference_distribution: the penalty (logits of both signs),
+    temperature before top-k / top-p, and the token that crosses top_p kept."""
+    model, sampled_from, multinomial = tiny_gpt(), [], torch.multinomial
+
+    def spy(probs, num_samples, generator=None):
+        sampled_from.append(probs)
+        return multinomial(probs, num_samples, generator=generator)
+
+    monkeypatch.setattr(torch, "multinomial", spy)
+    generator = torch.Generator().manual_seed(0)
+    out = generate(model, prompt(batch=2), 6, generator=generator, **SAMPLING[name])
+    assert len(sampled_from) == 6
+    for step, probs in enumerate(sampled_from):
+        context = out[:, :4 + step]
+        logits = model(context)[0][:, -1]
+        for row in range(2):
+            expected = reference_distribution(logits[row], context[row].tolist(), **SAMPLING[name])
+            torch.testing.assert_close(probs[row], expected.float())  # sampled in float32
+
+
+def test_greedy_with_repetition_penalty_follows_ctrl():
+    model, idx = tiny_gpt(), prompt(batch=1)
+    out = generate(model, idx, 12, temperature=0, repetition_penalty=5.0)
+    expected = greedy_reference(model, idx[0].tolist(), 12, penalty=5.0)
+    assert out[0, 4:].tolist() == expected != greedy_reference(model, idx[0].tolist(), 12)
 
 
 def test_temperature_towards_zero_equals_greedy():
@@ -160,6 +247,29 @@ def test_wide_beam_finds_the_most_likely_sequence_by_brute_force():
     assert torch.equal(beam_search(model, idx, 3, beam_width=25), best)  # 25 = every 2-token prefix
 
 
+def test_beam_search_divides_by_length_to_the_penalty():
+    """Finished sequences compete by log P / length**length_penalty (Wu et al. 2016, section 7,
+    simplified). 64 beams keep every continuation of a 5-token vocabulary for 3 steps, so beam
+    search must return the best of them all by that score: short answers win at 0, long at 2."""
+    model, idx, stop = tiny_gpt(vocab_size=5), prompt(vocab_size=5), 0
+    candidates = [(*tokens, stop) for length in (0, 1, 2)
+                  for tokens in itertools.product(range(1, 5), repeat=length)]
+    candidates += list(itertools.product(range(1, 5), repeat=3))  # still going after max_new_tokens
+
+    def log_prob(continuation):
+        sequence = torch.cat([idx, torch.tensor([continuation])], dim=1)
+        log_probs = F.log_softmax(model(sequence)[0], dim=-1)[0, 3:-1]
+        return log_probs.gather(-1, sequence[0, 4:, None]).sum().item()
+
+    winners = []
+    for length_penalty in (0.0, 1.0, 2.0):
+        best = max(candidates, key=lambda c: log_prob(c) / len(c) ** length_penalty)
+        found = beam_search(model, idx, 3, 64, length_penalty=length_penalty, stop_ids=[stop])
+        assert found[0, 4:].tolist() == list(best), length_penalty
+        winners.append(best)
+    assert len(winners[0]) < len(winners[2])
+
+
 def test_beam_search_with_cache_equals_without():
     model = tiny_gpt()
     idx = prompt()
@@ -218,11 +328,54 @@ def test_cli_greedy_equals_beam_1(checkpoint_dir, capsys):
     assert run_main(base + ["--greedy"], capsys).out == run_main(base + ["--beam", "1"], capsys).out
 
 
+def load(checkpoint_dir):
+    checkpoint = torch.load(checkpoint_dir / "ckpt.pt", weights_only=True)
+    return GPT.from_checkpoint_dict(checkpoint).eval(), Tokenizer.loads(checkpoint["tokenizer"])
+
+
 def test_cli_empty_prompt_and_long_prompt(checkpoint_dir, capsys):
     base = ["--out-dir", str(checkpoint_dir), "--max-new-tokens", "5", "--no-stream", "--greedy"]
-    run_main(base + ["--prompt", ""], capsys)  # starts from <|endoftext|>
-    captured = run_main(base + ["--prompt", "the quick brown fox " * 10], capsys)
-    assert "keeping the last 32" in captured.err
+    model, tok = load(checkpoint_dir)
+    empty = run_main(base + ["--prompt", ""], capsys).out  # starts from <|endoftext|>
+    assert empty == tok.decode(greedy_reference(model, [tok.eot_id], 5, stop=tok.eot_id)) + "\n"
+    long = "the lazy dog jumps over the quick brown fox. " * 2 + "the quick brown fox"
+    ids = tok.encode(long)
+    assert len(ids) > 32 and ids[:32] != ids[-32:]
+    captured = run_main(base + ["--prompt", long], capsys)
+    assert "keeping the last 32" in captured.err  # the context is 32 tokens: the model sees the end
+    continuation = greedy_reference(model, ids[-32:], 5, stop=tok.eot_id)
+    assert captured.out == long + tok.decode(continuation) + "\n"
+    assert encode_prompt(tok, long, 32) == ids[-32:]
+
+
+def test_cli_repetition_penalty_follows_ctrl(checkpoint_dir, capsys):
+    model, tok = load(checkpoint_dir)
+    out = run_main(["--out-dir", str(checkpoint_dir), "--prompt", "the quick", "--no-stream",
+                    "--max-new-tokens", "12", "--greedy", "--repetition-penalty", "5"], capsys).out
+    ids = tok.encode("the quick")
+    expected = greedy_reference(model, ids, 12, penalty=5.0, stop=tok.eot_id)
+    assert out == "the quick" + tok.decode(expected) + "\n"
+    assert expected != greedy_reference(model, ids, 12, stop=tok.eot_id)  # the penalty matters
+
+
+def test_cli_ends_the_sample_at_endoftext(tmp_path, checkpoint_dir, capsys):
+    """<|endoftext|> separates the documents a GPT-2 is trained on: a sample ends where the model
+    writes it, and the token itself is not printed."""
+    checkpoint = torch.load(checkpoint_dir / "ckpt.pt", weights_only=True)
+    model, tok = load(checkpoint_dir)
+    ids = tok.encode("the quick")
+    greedy = greedy_reference(model, ids, 4)
+    assert greedy[3] not in greedy[:3]
+    # <|endoftext|>'s (tied) embedding made 1.01 times the fourth greedy token's: it wins there
+    wte = checkpoint["model"]["transformer.wte.weight"].clone()
+    wte[tok.eot_id] = 1.01 * wte[greedy[3]]
+    checkpoint["model"]["transformer.wte.weight"] = checkpoint["model"]["lm_head.weight"] = wte
+    torch.save(checkpoint, tmp_path / "ckpt.pt")
+    ending = GPT.from_checkpoint_dict(checkpoint).eval()
+    assert greedy_reference(ending, ids, 4) == greedy[:3] + [tok.eot_id]
+    out = run_main(["--out-dir", str(tmp_path), "--prompt", "the quick", "--max-new-tokens", "10",
+                    "--greedy", "--no-stream"], capsys).out
+    assert out == "the quick" + tok.decode(greedy[:3]) + "\n"
 
 
 @pytest.mark.parametrize("make_bad", ["missing", "garbage", "truncated"])
