@@ -30,6 +30,7 @@ import unicodedata
 import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
 
@@ -646,6 +647,25 @@ def load_tokenizer(spec: str):
     return Tokenizer.load(spec)
 
 
+# -----------------------------------------------------------------------------
+# The command line: bad input ends every script of the project (bpe.py, train.py, finetune.py,
+# sample.py) with one line that names the problem and the fix, and a non-zero exit
+
+def first_line(error) -> str:
+    """An exception's message, first line only (torch's and numpy's can run over many)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+@contextmanager
+def one_line_errors():
+    """Expected errors (a missing file, a wrong setting: ValueError, OSError, RuntimeError) become
+    "error: ..." and exit code 1, without a traceback; any other exception is a bug and keeps it."""
+    try:
+        yield
+    except (ValueError, OSError, RuntimeError) as error:
+        sys.exit("error: " + first_line(error))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Byte-level BPE: train a tokenizer, encode and decode text.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -660,7 +680,7 @@ def main(argv=None):
         sub.add_argument("--tokenizer", required=True, help="a file written by `train`, or gpt2:DIR with OpenAI's files")
         sub.add_argument("input", nargs="?", help="the text (encode) or ids (decode); read from stdin when left out")
     args = parser.parse_args(argv)
-    try:
+    with one_line_errors():
         if args.command == "train":
             texts = [read_text(f) for f in text_files(args.input)]
             if not any(t.strip() for t in texts):
@@ -680,8 +700,6 @@ def main(argv=None):
             else:
                 ids = [int(i) for i in data.replace(",", " ").split()]
                 print(tokenizer.decode(ids))
-    except (ValueError, OSError) as error:
-        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

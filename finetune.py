@@ -38,10 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bpe import Tokenizer, load_tokenizer
-from gpt import GPT, HUB_NAMES, MODEL_FORMS, GPTConfig, resolve_model
-from train import (add_flags, check_device, check_settings, flag, load_tensors, locked,
-                   previous_run, save_checkpoint)
+from gpt import HUB_NAMES, add_tokens, load_model
+from train import add_flags, check_device, check_settings, flag, locked, previous_run, save_checkpoint
 
 
 @dataclass
@@ -251,19 +249,9 @@ def fit(first, second, room):
     return first[max(0, len(first) - (room - len(second))):], second
 
 
-def add_task_tokens(tokenizer, config, state):
-    """Add START, DELIM and EXTRACT to the tokenizer and new rows to the (tied) embedding matrix,
-    drawn from N(0, 0.02) like the rest at initialisation (GPT-1 section 4.1)."""
-    new = [token for token in (START, DELIM, EXTRACT) if token not in tokenizer.special_tokens]
-    if not new:
-        return tokenizer  # a fine-tuned checkpoint has them already
-    if config["vocab_size"] != tokenizer.vocab_size:
-        raise ValueError(f"the model has {config['vocab_size']} token embeddings, its tokenizer "
-                         f"{tokenizer.vocab_size}: the new tokens' ids would not match the new rows")
-    rows = torch.randn(len(new), config["n_embd"]) * 0.02
-    state["transformer.wte.weight"] = state["lm_head.weight"] = torch.cat([state["transformer.wte.weight"], rows])
-    config["vocab_size"] += len(new)
-    return tokenizer.with_special_tokens(new)
+def add_task_tokens(gpt, tokenizer):
+    """The model and tokenizer with START, DELIM and EXTRACT added (see gpt.add_tokens)."""
+    return add_tokens(gpt, tokenizer, [START, DELIM, EXTRACT])
 
 
 def make_batch(examples, device):
@@ -319,24 +307,6 @@ class TaskModel(nn.Module):
             lm_logits = self.gpt.lm_head(hidden)
             lm_loss = F.cross_entropy(lm_logits.flatten(0, 1), lm_targets.reshape(-1), ignore_index=-1)
         return logits, (task_loss + lm_coef * lm_loss, task_loss, lm_loss)  # L3 = L2 + λ·L1
-
-
-def load_start(init_from):
-    """The GPT's config and weights, the tokenizer, and the finetune.py checkpoint if it is one."""
-    if init_from in HUB_NAMES or init_from.startswith("gpt2:") or Path(init_from).is_dir():
-        folder = resolve_model(init_from)  # GPT-1's weights come with GPT-1's tokenizer
-        gpt = GPT.from_pretrained(folder)
-        return dataclasses.asdict(gpt.config), gpt.state_dict(), load_tokenizer(str(folder)), None
-    path = Path(init_from)
-    if not path.is_file():
-        raise ValueError(f"--init-from {path}: no such checkpoint; give {MODEL_FORMS}")
-    checkpoint = load_tensors(path, "give a train.py or finetune.py checkpoint")
-    try:
-        tokenizer = Tokenizer.loads(checkpoint["tokenizer"], source=str(path))
-        return checkpoint["config"], checkpoint["model"], tokenizer, checkpoint if "head" in checkpoint else None
-    except Exception as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise ValueError(f"--init-from {path} cannot be read ({reason}): not a train.py or finetune.py checkpoint") from None
 
 
 # -----------------------------------------------------------------------------
@@ -422,9 +392,11 @@ def finetune(config):
     device = check_device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
     torch.manual_seed(config.seed)
-    gpt_config, state, tokenizer, previous = load_start(config.init_from)
+    gpt, tokenizer, checkpoint = load_model(config.init_from, dropout=config.dropout,
+                                            fix="give a train.py or finetune.py checkpoint")
     if config.zero_shot:
-        return zero_shot(config, GPT.from_checkpoint_dict({"config": gpt_config, "model": state}).to(device), tokenizer)
+        return zero_shot(config, gpt.to(device), tokenizer)
+    previous = checkpoint if checkpoint and "head" in checkpoint else None  # of finetune.py
     same_task = previous is not None and previous["task"] == config.task  # continue with its head
     labels = None if task_labels is None else list(previous["labels"] if same_task else task_labels)
     if not config.data and not (same_task and config.predict):
@@ -433,9 +405,7 @@ def finetune(config):
     if config.max_train_rows:
         train_examples = random.Random(config.seed).sample(train_examples, min(config.max_train_rows, len(train_examples)))
 
-    tokenizer = add_task_tokens(tokenizer, gpt_config, state)
-    gpt = GPT(GPTConfig(**{**gpt_config, "dropout": config.dropout}))
-    gpt.load_state_dict(state)
+    gpt, tokenizer = add_task_tokens(gpt, tokenizer)
     if labels is not None and len(labels) < 2:
         raise ValueError(f"{config.data}: the training file has one label only ({labels}); a classifier needs two or more")
     n_outputs = 1 if labels is None else len(labels)  # one score: per choice, or of similarity

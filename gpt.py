@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +23,8 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from bpe import Tokenizer, first_line, load_tokenizer
 
 
 # -----------------------------------------------------------------------------
@@ -317,9 +320,9 @@ class GPT(nn.Module):
     # Checkpoints: ours (train.py, finetune.py), Hugging Face's GPT-2 and GPT-1, GPT-1's release
 
     @classmethod
-    def from_checkpoint_dict(cls, checkpoint):
+    def from_checkpoint_dict(cls, checkpoint, **overrides):
         """The model stored in a train.py checkpoint: {"model": state_dict, "config": dict, ...}."""
-        model = cls(GPTConfig(**checkpoint["config"]))
+        model = cls(GPTConfig(**{**checkpoint["config"], **overrides}))
         model.load_state_dict(checkpoint["model"])
         return model
 
@@ -327,17 +330,18 @@ class GPT(nn.Module):
     CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
     @classmethod
-    def from_pretrained(cls, spec):
+    def from_pretrained(cls, spec, **overrides):
         """The model that `spec` names (any form of resolve_model): a train.py or finetune.py
         checkpoint, a Hugging Face folder of GPT-2 or GPT-1 (config.json plus model.safetensors
         or pytorch_model.bin, e.g. a snapshot folder in ~/.cache/huggingface), GPT-1's original
-        release folder, or a Hub name. Only a Hub name that is not in the cache uses the network."""
+        release folder, or a Hub name. Only a Hub name that is not in the cache uses the network.
+        overrides: GPTConfig fields to change, e.g. dropout=0.1."""
         path = resolve_model(spec)
         if path.is_file():
-            return cls.from_checkpoint_dict(read_checkpoint(path))
+            return cls.from_checkpoint_dict(read_checkpoint(path), **overrides)
         release = (path / "params_shapes.json").is_file()
         config, state, source = (read_openai_release if release else read_hugging_face)(path)
-        model = cls(config)
+        model = cls(dataclasses.replace(config, **overrides))
         with torch.no_grad():
             for name, param in model.named_parameters():  # lm_head.weight is wte.weight, listed once
                 key = name.removeprefix("transformer.")
@@ -400,7 +404,7 @@ def resolve_model(spec):
         return hub_snapshot(spec)
     path = Path(spec.removeprefix("gpt2:")).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"{spec}: no such file or folder; give {MODEL_FORMS}")
+        raise FileNotFoundError(f"{spec}: no such checkpoint file or model folder; give {MODEL_FORMS}")
     return path
 
 
@@ -431,22 +435,68 @@ def hub_snapshot(name):
     try:
         return Path(huggingface_hub.snapshot_download(repo, allow_patterns=HUB_FILES))
     except Exception as error:  # no network, a proxy, a full disk: say what and where
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise ValueError(f"cannot download {repo} into {cache} ({reason}); check the network, "
-                         "or give a local folder with the model") from None
+        raise ValueError(f"cannot download {repo} into {cache} ({first_line(error)[:200]}); check "
+                         "the network, or give a local folder with the model") from None
 
 
-def read_checkpoint(path):
-    """A checkpoint of train.py or finetune.py: tensors and plain values only (weights_only)."""
+def read_checkpoint(path, fix=None):
+    """A checkpoint of train.py or finetune.py, read with torch.load(weights_only=True): tensors,
+    numbers and strings, never code. torch's advice on failure, to retry with weights_only=False,
+    would run whatever the file holds: it is never repeated. fix: what the user can do about it."""
+    fix = fix or f"give {MODEL_FORMS}"
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(checkpoint, dict) or not {"model", "config"} <= checkpoint.keys():
-            raise ValueError("no 'model' and 'config' entries")
     except Exception as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise ValueError(f"{path} cannot be read ({reason}): not a checkpoint of train.py or "
-                         f"finetune.py; give {MODEL_FORMS}") from None
+        if "GLOBAL" in str(error):  # a class or function the safe unpickler refuses to import
+            problem = "holds objects other than tensors (they can run code): it will not be loaded"
+        else:  # torch's reason, but not the unpickler's: it advises the unsafe flag
+            reason = "" if isinstance(error, pickle.UnpicklingError) else f" ({first_line(error)[:200]})"
+            problem = f"cannot be read{reason}: it is truncated or corrupt, or not a checkpoint"
+        raise ValueError(f"{path} {problem}; {fix}") from None
+    if not isinstance(checkpoint, dict) or not {"model", "config"} <= checkpoint.keys():
+        raise ValueError(f"{path} cannot be read as a checkpoint of train.py or finetune.py (it has "
+                         f"no 'model' and 'config'); {fix}")
     return checkpoint
+
+
+def load_model(spec, fix=None, **overrides):
+    """The model that `spec` names (any of MODEL_FORMS), its tokenizer, and the rest of the
+    checkpoint when spec is one (a run's step and optimizer, a fine-tuned head; None otherwise).
+    train.py, finetune.py and sample.py all start here. overrides: GPTConfig fields to change,
+    e.g. dropout=0.1 for fine-tuning (as nanoGPT's from_pretrained allows)."""
+    path = resolve_model(spec)
+    if not path.is_file():  # pretrained weights: the tokenizer's files lie next to them
+        return GPT.from_pretrained(path, **overrides), load_tokenizer(str(path)), None
+    checkpoint = read_checkpoint(path, fix)
+    try:
+        model = GPT.from_checkpoint_dict(checkpoint, **overrides)
+        tokenizer = Tokenizer.loads(checkpoint["tokenizer"], source=str(path))
+    except Exception as error:  # another format: a missing key, other shapes
+        raise ValueError(f"{path} is not a usable checkpoint ({first_line(error)[:200]}); "
+                         f"{fix or 'give ' + MODEL_FORMS}") from None
+    del checkpoint["model"]  # the weights are in the model now; one copy is enough
+    return model, tokenizer, checkpoint
+
+
+def add_tokens(model, tokenizer, tokens):
+    """The model and tokenizer with special tokens added after the vocabulary, each with a new row
+    of the (tied) embedding matrix drawn from N(0, 0.02) like the rest (GPT-1 section 4.1). GPT-1's
+    fine-tuning adds its start, delimiter and extract tokens so (section 3.3); train.py gives GPT-1,
+    which has none, an <|endoftext|>. Tokens the tokenizer has already add nothing."""
+    new = [token for token in dict.fromkeys(tokens) if token not in tokenizer.special_tokens]
+    if not new:
+        return model, tokenizer
+    config = model.config
+    if config.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"the model has {config.vocab_size} token embeddings, its tokenizer "
+                         f"{tokenizer.vocab_size}: the new tokens' ids would not match new rows")
+    state = model.state_dict()
+    rows = torch.randn(len(new), config.n_embd) * 0.02
+    state["lm_head.weight"] = torch.cat([state["lm_head.weight"], rows.to(state["lm_head.weight"])])
+    state["transformer.wte.weight"] = state["lm_head.weight"]
+    grown = GPT(dataclasses.replace(config, vocab_size=config.vocab_size + len(new)), model.attention)
+    grown.load_state_dict(state)
+    return grown, tokenizer.with_special_tokens(new)
 
 
 # Hugging Face's formats: model_type -> (activation key, its default, activation names -> ours,
@@ -495,8 +545,8 @@ def read_hugging_face(path):
         else:  # weights_only: unpickle tensors only, never run code from the file
             state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise ValueError(f"{weights_file} cannot be read ({reason}): truncated, corrupt?") from None
+        raise ValueError(f"{weights_file} cannot be read ({first_line(error)[:200]}): truncated, "
+                         "corrupt?") from None
     # Base models (GPT2Model, OpenAIGPTModel) have no "transformer." prefix; *LMHeadModel ones do.
     # GPT-1's embeddings are named tokens_embed and positions_embed there.
     state = {k.removeprefix("transformer."): v for k, v in state.items()}

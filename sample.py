@@ -19,9 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bpe import Tokenizer, load_tokenizer
-from gpt import GPT, HUB_NAMES, read_checkpoint, resolve_model
-from train import load_tensors
+from gpt import HUB_NAMES, load_model
 
 # -----------------------------------------------------------------------------
 # Choosing the next token
@@ -160,38 +158,6 @@ def beam_search(model, idx, max_new_tokens, beam_width, *, length_penalty=1.0, s
 
 
 # -----------------------------------------------------------------------------
-# Loading a model and its tokenizer
-
-
-def load_checkpoint(out_dir, device):
-    """The model and tokenizer saved by train.py in out_dir/ckpt.pt."""
-    path = Path(out_dir) / "ckpt.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: train one with `python train.py`, "
-                                "or sample from GPT-2 weights with --init-from PATH_TO_HF_GPT2_DIR")
-    checkpoint = load_tensors(path, "write a new one with `python train.py`")
-    try:
-        model = GPT.from_checkpoint_dict(checkpoint).to(device)
-        tokenizer = Tokenizer.loads(checkpoint["tokenizer"])
-    except Exception as error:  # another format: a missing key, wrong shapes
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise ValueError(f"{path} is not a usable checkpoint ({reason}); "
-                         "write a new one with `python train.py`") from None
-    return model, tokenizer
-
-
-def load_pretrained(spec):
-    """Weights and their tokenizer: a train.py or finetune.py checkpoint, or a Hugging Face folder
-    of GPT-2 or GPT-1 (config.json, model.safetensors, vocab.json, merges.txt), GPT-1's release
-    folder or a Hub name, the tokenizer's files next to the weights."""
-    path = resolve_model(spec)
-    if path.is_file():
-        checkpoint = read_checkpoint(path)
-        return GPT.from_checkpoint_dict(checkpoint), Tokenizer.loads(checkpoint["tokenizer"])
-    return GPT.from_pretrained(path), load_tokenizer(str(path))
-
-
-# -----------------------------------------------------------------------------
 # The command line
 
 
@@ -306,9 +272,13 @@ def main(argv=None):
     try:
         check_args(args)
         if args.init_from:
-            model, tokenizer = load_pretrained(args.init_from)
-        else:
-            model, tokenizer = load_checkpoint(args.out_dir, "cpu")
+            model, tokenizer, _ = load_model(args.init_from)
+        else:  # what train.py wrote
+            path = Path(args.out_dir) / "ckpt.pt"
+            if not path.is_file():
+                raise FileNotFoundError(f"no checkpoint at {path}: train one with `python train.py`, "
+                                        "or give --init-from MODEL")
+            model, tokenizer, _ = load_model(path, fix="write a new one with `python train.py`")
         dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
         model = model.to(device=args.device, dtype=getattr(torch, dtype)).eval()
         if tokenizer.vocab_size > model.config.vocab_size:

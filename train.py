@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import shutil
 import signal
 import sys
@@ -39,7 +38,7 @@ except ImportError:
 
 from bpe import ENDOFTEXT, Tokenizer, load_tokenizer, read_text, text_files
 import gpt
-from gpt import GPT, GPTConfig
+from gpt import GPT, GPTConfig, read_checkpoint
 
 
 def flag(default, help):
@@ -273,26 +272,11 @@ def save_checkpoint(path: Path, state: dict):
         temporary.unlink(missing_ok=True)  # a failed save (disk full, Ctrl-C) leaves no half file
 
 
-def load_tensors(path, fix: str) -> dict:
-    """torch.load(weights_only=True): tensors, numbers and strings, never code. torch's advice on
-    failure, to retry with weights_only=False, would run whatever the file holds: never repeated."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        if "GLOBAL" in str(error):  # a class or function the safe unpickler refuses to import
-            problem = "holds objects other than tensors (they can run code): it will not be loaded"
-        else:  # torch's reason, but not the unpickler's: it advises the unsafe flag
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-            reason = "" if isinstance(error, pickle.UnpicklingError) else f" ({reason})"
-            problem = f"cannot be read{reason}: it is truncated or corrupt, or not a checkpoint"
-        raise ValueError(f"{path} {problem}; {fix}") from None
-
-
 def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise ValueError(f"--resume: no checkpoint at {path}; start a run without --resume")
-    checkpoint = load_tensors(path, "move it away and start again without --resume")
-    missing = {"model", "config", "train_config", "optimizer", "step", "rng", "tokenizer"} - set(checkpoint)
+    checkpoint = read_checkpoint(path, "move it away and start again without --resume")
+    missing = {"train_config", "optimizer", "step", "rng", "tokenizer"} - set(checkpoint)
     if missing:
         raise ValueError(f"{path} is not a train.py checkpoint (missing {', '.join(sorted(missing))})")
     return checkpoint

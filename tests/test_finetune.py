@@ -83,16 +83,15 @@ def test_long_inputs_lose_the_start_of_the_context_and_keep_the_answer(tokenizer
 
 def test_task_tokens_grow_the_tied_embedding_with_contiguous_ids(checkpoint):
     saved = torch.load(checkpoint, weights_only=True)
-    config, state = dict(saved["config"]), dict(saved["model"])
-    grown = finetune.add_task_tokens(Tokenizer.loads(saved["tokenizer"]), config, state)
-    assert [grown.special_tokens[t] for t in (START, DELIM, EXTRACT)] == [300, 301, 302] and config["vocab_size"] == 303
-    weight = state["transformer.wte.weight"]
+    gpt = GPT.from_checkpoint_dict(saved)
+    grown_gpt, grown = finetune.add_task_tokens(gpt, Tokenizer.loads(saved["tokenizer"]))
+    assert [grown.special_tokens[t] for t in (START, DELIM, EXTRACT)] == [300, 301, 302]
+    assert grown_gpt.config.vocab_size == 303 and gpt.config.vocab_size == 300  # a new model
+    weight = grown_gpt.transformer.wte.weight
     assert weight.shape == (303, 64) and torch.equal(weight[:300], saved["model"]["transformer.wte.weight"])
     assert 0.005 < weight[300:].std() < 0.05  # N(0, 0.02) like the rest
-    gpt = GPT(GPTConfig(**config))
-    gpt.load_state_dict(state)
-    assert gpt.lm_head.weight is gpt.transformer.wte.weight  # still tied
-    assert finetune.add_task_tokens(grown, config, state) is grown  # a second time adds nothing
+    assert grown_gpt.lm_head.weight is grown_gpt.transformer.wte.weight  # still tied
+    assert finetune.add_task_tokens(grown_gpt, grown) == (grown_gpt, grown)  # a second time adds nothing
 
 
 # ---------------------------------------------------------------- the head and the losses
