@@ -38,17 +38,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt import HUB_NAMES, add_tokens, load_model
-from train import add_flags, check_device, check_settings, flag, locked, previous_run, save_checkpoint
+from bpe import one_line_errors
+from gpt import INIT_FROM_HELP, add_tokens, load_model
+from train import (add_flags, check_settings, flag, locked, make_optimizer, pick_device,
+                   previous_run, save_checkpoint)
 
 
 @dataclass
 class FinetuneConfig:  # the defaults are GPT-1's (section 4.1, "Fine-tuning details")
     task: str = flag("", "cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, rocstories or custom-KIND (see above)")
     data: str = flag("", "the task's folder (train and dev files) or, for rocstories, its CSV file")
-    init_from: str = flag("out/ckpt.pt", "a train.py or finetune.py checkpoint, a Hugging Face "
-                          "folder of GPT-2 or GPT-1 (DIR or gpt2:DIR), GPT-1's release folder, "
-                          f"or a Hub name: {', '.join(HUB_NAMES)}")
+    init_from: str = flag("out/ckpt.pt", INIT_FROM_HELP)
     out_dir: str = flag("out-finetune", "best.pt, log.jsonl and predictions go here")
     overwrite: bool = flag(False, "train in an out_dir that holds a run, replacing its files")
     learning_rate: float = flag(6.25e-5, "peak learning rate")
@@ -389,8 +389,7 @@ def finetune(config):
         raise ValueError(f"--task {config.task!r}: choose one of {', '.join(TASKS)}")
     kind, _, _, task_labels, metric = TASKS[config.task]
     check_config(config)
-    device = check_device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
+    device = pick_device(config.device)
     torch.manual_seed(config.seed)
     gpt, tokenizer, checkpoint = load_model(config.init_from, dropout=config.dropout,
                                             fix="give a train.py or finetune.py checkpoint")
@@ -439,10 +438,7 @@ def finetune(config):
 
 def train(config, model, train_set, dev_set, metric, checkpoint_state, device):
     """AdamW on L3, evaluating on the dev set after every epoch and keeping the best as best.pt."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-                                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                                  lr=config.learning_rate)
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay, (0.9, 0.999), device)
     total_steps, step, best = config.epochs * -(-len(train_set) // config.batch_size), 0, None
     generator = torch.Generator().manual_seed(config.seed)
     out_dir, start_time = Path(config.out_dir), time.time()
@@ -551,11 +547,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     try:
-        config = parse_args(argv)
-        with nullcontext() if config.zero_shot else locked(Path(config.out_dir)):
-            return finetune(config)
-    except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
-        sys.exit("error: " + (str(error).strip().splitlines() or [type(error).__name__])[0])
+        with one_line_errors():
+            config = parse_args(argv)
+            with nullcontext() if config.zero_shot else locked(Path(config.out_dir)):
+                return finetune(config)
     except KeyboardInterrupt:  # best.pt, written after each epoch, is whole
         sys.exit("interrupted: best.pt, if written, holds the best epoch finished so far")
 

@@ -393,6 +393,7 @@ HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "openai-gpt")  # op
 MODEL_FORMS = ("a checkpoint of train.py or finetune.py (out/ckpt.pt), a Hugging Face folder of "
                "GPT-2 or GPT-1 (DIR or gpt2:DIR), GPT-1's release folder (params_shapes.json + "
                f"params_*.npy), or a Hugging Face Hub name: {', '.join(HUB_NAMES)}")
+INIT_FROM_HELP = f"the model to start from: {MODEL_FORMS}"  # train.py, finetune.py, sample.py
 
 
 def resolve_model(spec):

@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gpt import HUB_NAMES, load_model
+from bpe import one_line_errors
+from gpt import INIT_FROM_HELP, load_model
+from train import default_dtype, pick_device
 
 # -----------------------------------------------------------------------------
 # Choosing the next token
@@ -164,8 +166,8 @@ def beam_search(model, idx, max_new_tokens, beam_width, *, length_penalty=1.0, s
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", default="out", help="directory with ckpt.pt written by train.py")
-    p.add_argument("--init-from", metavar="MODEL", help="a checkpoint, a Hugging Face folder of GPT-2 "
-                   f"or GPT-1, GPT-1's release folder, or a Hub name: {', '.join(HUB_NAMES)}")
+    p.add_argument("--init-from", metavar="MODEL", help=f"{INIT_FROM_HELP} (default: "
+                   "--out-dir's ckpt.pt)")
     p.add_argument("--prompt", help="text to continue (default: --prompt-file, else stdin, "
                                     "else empty: start from <|endoftext|>)")
     p.add_argument("--prompt-file", help="read the prompt from this file ('-' for stdin)")
@@ -187,9 +189,9 @@ def parse_args(argv=None):
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="print tokens as they are made (default: when writing to a terminal)")
     p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole context every step")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="", help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                   help="default: bfloat16 on CUDA, float32 elsewhere")
+                   help="default: bfloat16 on CUDA (float16 if unsupported), float32 elsewhere")
     return p.parse_args(argv)
 
 
@@ -206,8 +208,6 @@ def check_args(args):
         raise ValueError("--beam must be >= 1")
     if not args.repetition_penalty > 0:
         raise ValueError("--repetition-penalty must be > 0 (1 means no penalty)")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: this PyTorch sees no CUDA GPU; use --device cpu")
 
 
 def read_prompt(args):
@@ -269,8 +269,9 @@ def write_sample(tokenizer, tokens, stops, stream):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with one_line_errors():
         check_args(args)
+        device = pick_device(args.device)
         if args.init_from:
             model, tokenizer, _ = load_model(args.init_from)
         else:  # what train.py wrote
@@ -279,15 +280,13 @@ def main(argv=None):
                 raise FileNotFoundError(f"no checkpoint at {path}: train one with `python train.py`, "
                                         "or give --init-from MODEL")
             model, tokenizer, _ = load_model(path, fix="write a new one with `python train.py`")
-        dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-        model = model.to(device=args.device, dtype=getattr(torch, dtype)).eval()
+        dtype = args.dtype or default_dtype(device)
+        model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                              f"{model.config.vocab_size}: they do not belong together")
         prompt = read_prompt(args)
         ids = encode_prompt(tokenizer, prompt, model.config.block_size, args.allow_special)
-    except (OSError, ValueError, RuntimeError, KeyError) as error:
-        sys.exit(f"error: {error}")
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
@@ -296,7 +295,7 @@ def main(argv=None):
     # GPT-1's tokens end a word with a space (</w>), which the prompt's last word is still owed.
     ends_word = tokenizer.token_bytes(ids[-1]).endswith(b" ") and not prompt.endswith(" ")
     owed_space = " " if ends_word else ""
-    idx = torch.tensor([ids], device=args.device)
+    idx = torch.tensor([ids], device=device)
     try:
         for i in range(args.num_samples):
             if i > 0:

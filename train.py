@@ -36,9 +36,9 @@ try:
 except ImportError:
     fcntl = None
 
-from bpe import ENDOFTEXT, Tokenizer, load_tokenizer, read_text, text_files
+from bpe import ENDOFTEXT, Tokenizer, load_tokenizer, one_line_errors, read_text, text_files
 import gpt
-from gpt import GPT, GPTConfig, read_checkpoint
+from gpt import INIT_FROM_HELP, GPT, GPTConfig, load_model, read_checkpoint
 
 
 def flag(default, help):
@@ -50,14 +50,15 @@ class TrainConfig:
     # data
     data: str = flag("", "text file, folder of text files, or prepared folder with train.bin/val.bin; "
                          "empty: the Python standard library's source")
-    tokenizer: str = flag("", "empty: train a BPE on the corpus; gpt2:DIR: GPT-2's vocabulary; or a bpe.py file")
+    tokenizer: str = flag("", "a bpe.py file, or a model's folder (DIR or gpt2:DIR) for its vocabulary; "
+                              "empty: --init-from's, or a BPE trained on the corpus")
     vocab_size: int = flag(4096, "vocabulary size of the BPE trained on the corpus")
     cache_dir: str = flag("data_cache", "where prepared corpora (tokenizer, train.bin, val.bin) are kept")
     # model
     model: str = flag("", "a GPTConfig preset (gpt1, gpt2, gpt-mini, ...); empty: chosen for the device")
     block_size: int = flag(0, "context length; 0: chosen for the device")
     dropout: float = flag(-1.0, "dropout; -1: the preset's")
-    init_from: str = flag("", "gpt2:DIR starts from GPT-2 weights in a Hugging Face folder")
+    init_from: str = flag("", INIT_FROM_HELP)  # empty: a new model
     attention: str = flag("auto", "auto, math, sdpa or triton")
     kernels: bool = flag(True, "on CUDA, use the Triton kernels of kernels/ (LayerNorm, and attention when auto)")
     compile: bool = flag(False, "torch.compile the model")
@@ -147,13 +148,14 @@ def builtin_corpus() -> list[Path]:
     return [f for f in sorted(stdlib.rglob("*.py")) if not skip & set(f.relative_to(stdlib).parts)]
 
 
-def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> Path:
+def prepare_data(config: TrainConfig, log=print, expect: str | None = None, tokenizer=None) -> Path:
     """Tokenize the corpus into uint16 (or uint32) token files, or reuse the cache when neither the
     corpus nor the tokenizer changed. Returns the folder with train.bin, val.bin, meta.json.
 
     The folder's name ends with a fingerprint of the corpus and the tokenizer, so two corpora never
     share one, and it is built under a temporary name, then renamed: a folder found under its own
-    name is complete. `expect`: a resumed run's fingerprint, which the corpus must still have."""
+    name is complete. `expect`: a resumed run's fingerprint, which the corpus must still have.
+    `tokenizer`: the one to use (--init-from's); None: --tokenizer's, or a BPE trained on the corpus."""
     source = Path(config.data) if config.data else None
     if source and (source / "train.bin").is_file() and (source / "val.bin").is_file():
         return source  # already prepared
@@ -163,7 +165,8 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> P
     files = text_files([source]) if source else builtin_corpus()
     if not files:
         raise ValueError(f"no text files (.txt .md .rst .py) in {source}")
-    tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else None
+    if config.tokenizer:
+        tokenizer = load_tokenizer(config.tokenizer)
     recipe = tokenizer.dumps() if tokenizer else config.vocab_size  # the tokenizer, or its recipe
     fingerprint = hashlib.sha256(f"v2 {recipe}".encode())
     texts = []
@@ -176,7 +179,8 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> P
     if expect and fingerprint != expect:  # a new BPE would give the checkpoint's ids other meanings
         raise ValueError(f"--resume: the corpus {source or ''} or its tokenizer changed since the "
                          "checkpoint was written; restore them, or start anew in another --out-dir")
-    tokenizer_name = "gpt2" if config.tokenizer.startswith("gpt2:") else Path(config.tokenizer).stem or "bpe"
+    spec = config.tokenizer or config.init_from
+    tokenizer_name = "gpt2" if spec.startswith("gpt2:") else Path(spec).stem or "bpe"
     name = f"{source.stem if source else 'stdlib'}-{tokenizer_name}-{fingerprint[:12]}"
     folder = Path(config.cache_dir) / name
     if (folder / "meta.json").is_file():
@@ -195,7 +199,7 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> P
         log(f"data: training a {config.vocab_size}-token BPE on the training split")
         tokenizer = Tokenizer.train(train_texts, config.vocab_size, special_tokens=[ENDOFTEXT], verbose=True)
     if tokenizer.eot_id is None:
-        raise ValueError(f"tokenizer {config.tokenizer} has no {ENDOFTEXT} token to separate documents")
+        raise ValueError(f"tokenizer {spec} has no {ENDOFTEXT} token to separate documents")
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
     building = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
     building.mkdir(parents=True, exist_ok=True)
@@ -320,36 +324,41 @@ def previous_run(out_dir: Path, names) -> list[str]:
 # -----------------------------------------------------------------------------
 # Training
 
-def check_device(name: str) -> torch.device:
-    """The device, if this machine has it: a missing GPU fails now, not after the data is ready."""
-    device = torch.device(name)  # an unknown name raises
+def pick_device(name: str = "") -> torch.device:
+    """The device named, or the best this machine has (cuda, then mps, then cpu), for every script.
+    A missing GPU fails now, not after the data is ready."""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    device = torch.device(name or next((kind for kind in available if available[kind]), "cpu"))
     if not available.get(device.type, True):
         raise ValueError(f"--device {name}: this machine (or this PyTorch) has no {device.type} "
                          "device; use --device cpu, or leave --device out")
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
     return device
 
 
-def setup_device(config: TrainConfig):
-    """The device of this process; under torchrun, also join the process group (NCCL between GPUs,
-    gloo between CPU processes) and take the GPU numbered LOCAL_RANK on this machine."""
-    name = config.device or ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
-    check_device(name)
-    if "RANK" in os.environ:
-        dist.init_process_group("nccl" if name == "cuda" else "gloo")
-        if name == "cuda":
-            name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-            torch.cuda.set_device(name)
-    torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
-    return torch.device(name)
+def default_dtype(device: torch.device) -> str:
+    """bfloat16 on CUDA (float16 on GPUs without it), float32 elsewhere."""
+    if device.type != "cuda":
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
-def build_model(config: TrainConfig, tokenizer: Tokenizer, checkpoint) -> GPT:
-    """The checkpoint's model when resuming, GPT-2's weights with --init-from, else a new model."""
+def join_processes(device: torch.device) -> torch.device:
+    """Under torchrun: join the process group (NCCL between GPUs, gloo between CPU processes) and
+    take the GPU numbered LOCAL_RANK on this machine."""
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
+        torch.cuda.set_device(device)
+    return device
+
+
+def build_model(config: TrainConfig, tokenizer: Tokenizer, checkpoint, pretrained) -> GPT:
+    """The checkpoint's model when resuming, --init-from's, else a new model."""
     if checkpoint:
         model = GPT.from_checkpoint_dict(checkpoint)
-    elif config.init_from:
-        model = GPT.from_pretrained(config.init_from.removeprefix("gpt2:"))
+    elif pretrained:
+        model = pretrained
     else:
         overrides = {"block_size": config.block_size, "vocab_size": tokenizer.vocab_size}
         if config.dropout >= 0:
@@ -361,13 +370,14 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer, checkpoint) -> GPT:
     return model
 
 
-def make_optimizer(model: GPT, config: TrainConfig, device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: biases and LayerNorm gains are not pulled to zero.
-    parameters() lists the tied embedding / output matrix once."""
+def make_optimizer(model, learning_rate, weight_decay, betas, device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: biases and LayerNorm gains are not pulled to zero
+    (GPT-1 section 4.1: "L2 regularization ... on all non bias or gain weights"). parameters()
+    lists the tied embedding / output matrix once."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2),
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas,
                              fused=device.type == "cuda")  # one kernel for all parameters
 
 
@@ -376,7 +386,9 @@ def train(config: TrainConfig, explicit: set):
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     master = rank == 0
     log = print if master else (lambda *args, **kwargs: None)
-    device = setup_device(config)
+    device = pick_device(config.device)
+    if distributed:
+        device = join_processes(device)
     out_dir, checkpoint_path = Path(config.out_dir), Path(config.out_dir) / "ckpt.pt"
     found = previous_run(out_dir, RUN_FILES) if master else []
     if found and not config.resume and not config.overwrite:  # Hugging Face Trainer's rule too
@@ -400,23 +412,30 @@ def train(config: TrainConfig, explicit: set):
     torch.manual_seed(config.seed + rank)
     gpt.USE_KERNELS = config.kernels
 
+    # Pretrained weights come with their vocabulary; a resumed run's is in its checkpoint.
+    pretrained, tokenizer = None, None
+    if config.init_from and not checkpoint:
+        overrides = {"dropout": config.dropout} if config.dropout >= 0 else {}
+        pretrained, tokenizer, _ = load_model(config.init_from, **overrides)
+    elif config.init_from:
+        tokenizer = Tokenizer.loads(checkpoint["tokenizer"])
+    if config.tokenizer:
+        tokenizer = None  # --tokenizer's
     # Data (rank 0 prepares, the others wait for it), tokenizer and model.
-    if config.init_from and not config.tokenizer:
-        config.tokenizer = config.init_from  # GPT-2 weights need GPT-2's vocabulary
     expect = checkpoint.get("data_fingerprint") if checkpoint else None
     if master:
-        folder = prepare_data(config, log, expect)
+        folder = prepare_data(config, log, expect, tokenizer)
     if distributed:
         dist.barrier()  # the other processes wait for rank 0, then find the data prepared
         if not master:
-            folder = prepare_data(config, lambda *args: None, expect)
+            folder = prepare_data(config, lambda *args: None, expect, tokenizer)
     meta_file = folder / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     if (folder / "tokenizer.bpe").is_file():
         tokenizer = load_tokenizer(str(folder / "tokenizer.bpe"))
     elif config.tokenizer:
         tokenizer = load_tokenizer(config.tokenizer)
-    else:
+    elif tokenizer is None:
         raise ValueError(f"{folder} has no tokenizer.bpe: name the tokenizer of its .bin files with --tokenizer gpt2:DIR or FILE")
     if checkpoint and tokenizer.dumps() != checkpoint["tokenizer"]:
         raise ValueError(f"{folder} was not made with the tokenizer of {checkpoint_path}; resume "
@@ -428,11 +447,11 @@ def train(config: TrainConfig, explicit: set):
                              f"{tokenizer.vocab_size}: name the one it was made with (--tokenizer)")
     eval_offsets = batches.offsets("val", config.eval_iters * config.batch_size, torch.Generator().manual_seed(0))
 
-    model = build_model(config, tokenizer, checkpoint).to(device)
+    model = build_model(config, tokenizer, checkpoint, pretrained).to(device)
     log(f"model: {config.init_from or config.model}, {model.num_params() / 1e6:.2f}M parameters, {model.config}")
-    optimizer = make_optimizer(model, config, device)
-    dtype = config.dtype or ("float32" if device.type != "cuda" else
-                             "bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay,
+                               (config.beta1, config.beta2), device)
+    dtype = config.dtype or default_dtype(device)
     autocast = (nullcontext() if dtype == "float32" else
                 torch.autocast(device_type=device.type, dtype=getattr(torch, dtype)))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")  # fp16 gradients underflow without it
@@ -668,11 +687,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     try:
-        config, explicit = parse_args(argv)
-        with locked(Path(config.out_dir)) if int(os.environ.get("RANK", 0)) == 0 else nullcontext():
-            train(config, explicit)
-    except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
-        sys.exit("error: " + (str(error).strip().splitlines() or [type(error).__name__])[0])
+        with one_line_errors():
+            config, explicit = parse_args(argv)
+            rank = int(os.environ.get("RANK", 0))
+            with locked(Path(config.out_dir)) if rank == 0 else nullcontext():
+                train(config, explicit)
     except KeyboardInterrupt:  # before the training loop (preparing the data), or a second Ctrl-C
         print("interrupted: the data cache and the last checkpoint, if any, are whole",
               file=sys.stderr)
