@@ -41,7 +41,7 @@ def one_line_error(main, argv):
 
 def test_every_script_documents_the_same_init_from_forms(capsys):
     texts = {name: help_text(main, capsys) for name, main in SCRIPTS.items()}
-    documented = {name: re.search(r"--init-from \w+ (.*?)\(default", text).group(1).strip()
+    documented = {name: re.search(r"--init-from [A-Z_]+ (.*?)\(default", text).group(1).strip()
                   for name, text in texts.items()}
     assert len(set(documented.values())) == 1, documented
     forms = documented["train.py"]

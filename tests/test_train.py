@@ -87,7 +87,7 @@ def test_builtin_corpus_is_the_standard_library_without_tests():
 
 def test_learning_rate_warmup_then_cosine_to_the_floor():
     config = train.TrainConfig(learning_rate=1e-3, warmup_iters=10, max_iters=100, lr_decay_iters=100, min_lr_ratio=0.1)
-    rates = [train.learning_rate(step, config) for step in range(120)]
+    rates = [train.lr_schedule(step, config) for step in range(120)]
     assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)  # linear warmup
     assert all(a > b for a, b in zip(rates[10:100], rates[11:100]))  # then strictly down
     assert rates[55] == pytest.approx(1e-4 + 0.5 * 0.9e-3)  # half way: half way between peak and floor
