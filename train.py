@@ -40,7 +40,6 @@ except ImportError:
     fcntl = None
 
 from bpe import ENDOFTEXT, Tokenizer, load_tokenizer, one_line_errors, read_text, text_files
-import gpt
 from gpt import INIT_FROM_HELP, GPT, GPTConfig, load_model
 
 
@@ -664,8 +663,7 @@ def pretrain(config: TrainConfig, asked: set):
     if model.config.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"the model has {model.config.vocab_size} token embeddings, the "
                          f"tokenizer {tokenizer.vocab_size}")
-    model.attention = config.attention
-    gpt.USE_KERNELS = config.kernels
+    model.attention, model.kernels = config.attention, config.kernels
     log(f"model: {config.init_from or config.model}, {model.num_params() / 1e6:.2f}M parameters, "
         f"{model.config}")
     dtype = config.dtype or default_dtype(device)
