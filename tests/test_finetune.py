@@ -143,7 +143,7 @@ def test_regression_uses_mean_squared_error(tokenizer):
 def test_a_few_steps_on_real_sst2_and_rte_rows_lower_the_loss(tokenizer):
     for task, kind in (("sst2", "classification"), ("rte", "entailment")):
         rows = finetune.read_examples(needs(GLUE / task.upper().replace("SST2", "SST-2") / "train.tsv"), task,
-                                      list(finetune.TASKS[task][3]))[:16]
+                                      finetune.TASKS[task].labels)[:16]
         batch = make_batch([(transform(tokenizer, kind, x, 64), y) for x, y in rows], "cpu")
         model = tiny_model(tokenizer, kind, 2, dropout=0.1)
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -161,7 +161,7 @@ def test_a_few_steps_on_real_sst2_and_rte_rows_lower_the_loss(tokenizer):
 
 def test_learning_rate_warms_up_then_decays_linearly_to_zero():
     config = finetune.FinetuneConfig(learning_rate=1e-3, warmup=0.02)
-    rates = [finetune.learning_rate(step, 1000, config) for step in range(1000)]
+    rates = [finetune.lr_schedule(step, 1000, config) for step in range(1000)]
     assert rates[0] == pytest.approx(5e-5) and rates[19] == pytest.approx(1e-3)
     assert rates[20] == pytest.approx(1e-3) and rates[510] == pytest.approx(0.5e-3) and rates[-1] == pytest.approx(1e-3 / 980)
 
@@ -273,9 +273,11 @@ def test_custom_jsonl_of_each_kind(tmp_path):
             "custom-similarity": {"a": "hi", "b": "hello", "label": 1},
             "custom-multiple-choice": {"context": "Pick one.", "choices": ["a", "b", "c"], "label": 2}}
     for task, row in rows.items():
-        labels = None if task.endswith("choice") else []
-        examples = finetune.read_examples(write(tmp_path / f"{task}.jsonl", json.dumps(row) + "\n"), task, labels)
-        assert examples[0][1] == (2 if labels is None else 0) and labels in (None, [str(row["label"])])
+        file = write(tmp_path / task / "train.jsonl", json.dumps(row) + "\n")
+        config = finetune.FinetuneConfig(task=task, data=str(file.parent))
+        labels = None if task.endswith("choice") else finetune.training_labels(config)
+        examples = finetune.read_examples(file, task, labels)
+        assert examples[0][1] == (2 if labels is None else 0) and labels in (None, (str(row["label"]),))
 
 
 # ---------------------------------------------------------------- zero-shot (GPT-2 section 3)

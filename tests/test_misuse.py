@@ -421,7 +421,7 @@ def test_finetune_rows_that_would_train_to_nonsense_are_bad_rows(tmp_path):
     write(tmp_path / "custom" / "dev.jsonl", "".join(json.dumps(row) + "\n" for row in rows[::2]))
     config = finetune.FinetuneConfig(task="custom-classification", data=str(tmp_path / "custom"))
     with pytest.raises(ValueError, match=r"dev.jsonl: line 2: label 'postive' is not one of \["):
-        finetune.task_examples(config, [])
+        finetune.task_examples(config, finetune.training_labels(config))
 
 
 def test_finetune_file_errors_name_the_file_line_and_column(tmp_path):
