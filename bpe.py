@@ -521,7 +521,7 @@ class GPT1Tokenizer:
         self.special_tokens = dict(special_tokens or {})
         self.decoder = {i: t for t, i in (*self.encoder.items(), *self.special_tokens.items())}
         self.vocab_size, self.cache = len(self.decoder), {}
-        self.eot_id = None  # GPT-1 has no <|endoftext|>
+        self.eot_id = self.special_tokens.get(ENDOFTEXT)  # GPT-1 has none; train.py adds one
         if original is None:
             original = all(importlib.util.find_spec(name) for name in ("ftfy", "spacy"))
         self.original = original
@@ -573,6 +573,11 @@ class GPT1Tokenizer:
                 self.cache[word] = [self.encoder.get(symbol, 0) for symbol in self.bpe(word)]
             ids += self.cache[word]
         return ids
+
+    def encode_batch(self, texts, *, allowed_special=(), ordinary=False):
+        """Many texts, one after the other (train.py prepares a corpus with it)."""
+        return [self.encode_ordinary(text) if ordinary else
+                self.encode(text, allowed_special=allowed_special) for text in texts]
 
     def encode(self, text, *, allowed_special=()):
         """Special tokens in allowed_special ("all": every one) become their ids; the rest, text."""

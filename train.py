@@ -40,7 +40,7 @@ except ImportError:
     fcntl = None
 
 from bpe import ENDOFTEXT, Tokenizer, load_tokenizer, one_line_errors, read_text, text_files
-from gpt import INIT_FROM_HELP, GPT, GPTConfig, load_model
+from gpt import INIT_FROM_HELP, GPT, GPTConfig, add_tokens, load_model
 
 
 def flag(default, help):
@@ -656,6 +656,8 @@ def pretrain(config: TrainConfig, asked: set):
     dropout = {"dropout": config.dropout} if config.dropout >= 0 else {}  # -1: the model's own
     if config.init_from and not checkpoint:  # continued pretraining, in the model's vocabulary
         model, tokenizer, _ = load_model(config.init_from, **dropout)
+        # GPT-1 has no token that separates documents: it gets one, and a new embedding row
+        model, tokenizer = add_tokens(model, tokenizer, [ENDOFTEXT])
     batches, meta, tokenizer = load_data(config, tokenizer, checkpoint, rank, log)
     if model is None:
         model = GPT(GPTConfig.preset(config.model, block_size=config.block_size,

@@ -4,7 +4,9 @@ answer a wrong one with one line that lists them. nanoGPT's --init-from is the m
 every script."""
 
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +17,7 @@ from bpe import ENDOFTEXT, Tokenizer
 from gpt import GPT, GPTConfig, HUB_NAMES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"train.py": train.main, "finetune.py": finetune.main, "sample.py": sample.main}
 TINY = ["--model", "gpt-nano", "--block-size", "32", "--batch-size", "4", "--eval-iters", "2",
         "--sample-tokens", "0", "--device", "cpu"]
@@ -88,3 +91,39 @@ def test_train_continues_from_a_checkpoint_file(tmp_path):
     assert saved["config"] == vars(start.config)
     for key, weight in start.state_dict().items():  # one step of 1e-9 moves no weight visibly
         torch.testing.assert_close(saved["model"][key], weight, atol=1e-6, rtol=0)
+
+
+def test_train_continues_gpt1_with_a_new_document_separator(tmp_path):
+    """GPT-1 has no <|endoftext|>: continued pretraining adds it after the 40,478 tokens, with a
+    new embedding row, as finetune.py adds its task tokens (GPT-1 section 3.3). The corpus is
+    GPT-1's ids as Hugging Face's OpenAIGPTTokenizer gives them, each document then 40478."""
+    transformers = pytest.importorskip("transformers")
+    vocab = ROOT.parent / "shared" / "data" / "gpt1"
+    if not (vocab / "encoder_bpe_40000.json").is_file():
+        pytest.skip(f"GPT-1's vocabulary not found in {vocab} (../shared/data)")
+    folder = tmp_path / "openai-gpt"  # a small random GPT-1 with the real vocabulary
+    torch.manual_seed(0)
+    hf = transformers.OpenAIGPTLMHeadModel(transformers.OpenAIGPTConfig(
+        n_layer=1, n_head=1, n_embd=64, n_positions=64, vocab_size=40478))
+    hf.save_pretrained(folder)
+    (folder / "vocab.json").write_bytes((vocab / "encoder_bpe_40000.json").read_bytes())
+    (folder / "merges.txt").write_bytes((vocab / "vocab_40000.bpe").read_bytes())
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for i in range(20):  # document 10 is held out for validation
+        (tmp_path / "corpus" / f"{i:02d}.txt").parent.mkdir(exist_ok=True)
+        (tmp_path / "corpus" / f"{i:02d}.txt").write_text(text[i * 400:(i + 1) * 400])
+    argv = ["--data", str(tmp_path / "corpus"), "--cache-dir", str(tmp_path / "cache"), *TINY,
+            "--out-dir", str(tmp_path / "out"), "--init-from", str(folder), "--learning-rate", "1e-9"]
+    train.main(argv + ["--max-iters", "1"])
+    saved = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    tokenizer = Tokenizer.loads(saved["tokenizer"])
+    assert tokenizer.special_tokens == {ENDOFTEXT: 40478} and tokenizer.eot_id == 40478
+    assert saved["config"]["vocab_size"] == 40479 and saved["config"]["ln_position"] == "post"
+    embedding = saved["model"]["transformer.wte.weight"]
+    torch.testing.assert_close(embedding[:40478], hf.transformer.tokens_embed.weight.detach(),
+                               atol=1e-6, rtol=0)
+    val = next((tmp_path / "cache").iterdir()) / "val.bin"
+    reference = transformers.OpenAIGPTTokenizer.from_pretrained(folder)
+    assert np.fromfile(val, dtype=np.uint16).tolist() == reference.encode(text[4000:4400]) + [40478]
+    train.main(argv + ["--max-iters", "2", "--resume"])  # on the same data, with the same ids
+    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["step"] == 2
