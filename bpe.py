@@ -68,7 +68,6 @@ def bytes_to_unicode():
 
 
 BYTE_TO_CHAR = bytes_to_unicode()
-CHAR_TO_BYTE = {char: byte for byte, char in BYTE_TO_CHAR.items()}
 
 
 def printable(token: bytes) -> str:

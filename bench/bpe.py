@@ -81,7 +81,7 @@ def main():
         return tokenizer
 
     hf_time, _ = best_time(train_hf, 1)
-    our_time, trained = best_time(lambda: Tokenizer.train(text, args.vocab_size, special_tokens=[ENDOFTEXT]), 1)
+    our_time, _ = best_time(lambda: Tokenizer.train(text, args.vocab_size, special_tokens=[ENDOFTEXT]), 1)
     rows.append((f"train {args.vocab_size} vocab, HF tokenizers (reference)", f"{hf_time:.1f} s", "1.00x"))
     rows.append((f"train {args.vocab_size} vocab, bpe.py", f"{our_time:.1f} s", f"{our_time / hf_time:.2f}x the time"))
 
