@@ -90,6 +90,23 @@ def merge(ids, pair, new_id):
     return out
 
 
+def textbook_merges(text, vocab_size, pattern=GPT2_PATTERN):
+    """BPE training as the textbook (and minbpe) writes it: count every adjacent pair of the whole
+    corpus, merge the most frequent into a new token, count again, repeat; ties go to the smallest
+    (left, right) pair. Read it first: Tokenizer.train makes the same merges, in far less time.
+    Returns {(left_id, right_id): new_id}."""
+    chunks = [list(chunk.encode("utf-8")) for chunk in regex.findall(pattern, text)]
+    merges = {}
+    for new_id in range(256, vocab_size):
+        counts = Counter(pair for ids in chunks for pair in zip(ids, ids[1:]))
+        if not counts:
+            break
+        pair = max(counts, key=lambda p: (counts[p], -p[0], -p[1]))
+        merges[pair] = new_id
+        chunks = [merge(ids, pair, new_id) for ids in chunks]
+    return merges
+
+
 # Right after a newline that follows a non-space character, before an ASCII letter: both the GPT-2
 # and the GPT-4 patterns always end a pre-token there, whatever comes before or after.
 SAFE_CUT = regex.compile(r"(?<=\S\n)(?=[A-Za-z])")
