@@ -481,11 +481,10 @@ def finetune(config):
                                  need_labels=False)
         answers = predict(model, encode(examples), config.batch_size, device)
         path = out_dir / f"{Path(config.predict).stem}_predictions.tsv"
-        def name(answer):  # a class's label, a choice's index, or a score
-            return (labels[answer] if labels else str(answer) if task.kind == "multiple-choice"
-                    else f"{answer:.4f}")
-        path.write_text("index\tprediction\n" + "".join(f"{i}\t{name(a)}\n"
-                                                       for i, a in enumerate(answers)))
+        names = [labels[a] if labels else str(a) if task.kind == "multiple-choice" else f"{a:.4f}"
+                 for a in answers]  # a class's label, a choice's index, or a score
+        path.write_text("index\tprediction\n" + "".join(f"{i}\t{name}\n"
+                                                       for i, name in enumerate(names)))
         print(f"wrote {len(answers)} predictions to {path} (GLUE's format: row index, predicted "
               "label)")
 

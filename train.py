@@ -123,6 +123,7 @@ def resolve_settings(config: TrainConfig, asked: set, device_type: str, saved=No
     Then every setting is checked, before any work is done."""
     ours = {k: getattr(config, k) for k in asked}
     if saved:
+        saved = dataclasses.asdict(TrainConfig(**saved))  # a setting added since: its default
         shape = {"model", "block_size", "vocab_size", "tokenizer", "data", "init_from"}
         if changed := sorted(k for k in asked & shape if ours[k] != saved[k]):
             was = ", ".join(f"{k}={saved[k]!r}" for k in changed)
