@@ -30,6 +30,7 @@ import unicodedata
 import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
 
@@ -40,9 +41,10 @@ import regex
 # `\s+(?!\S)` leaves the last space of a run to start the next word, so " world" stays one token.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
-# GPT-4's (cl100k_base) pattern, as in tiktoken: case-insensitive contractions, numbers in groups of at most
-# three digits, and newlines kept apart from other whitespace.
-GPT4_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+# GPT-4's (cl100k_base) pattern, as in tiktoken: case-insensitive contractions, numbers in groups
+# of at most three digits, and newlines kept apart from other whitespace.
+GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+"""
+                r"""| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
 
 ENDOFTEXT = "<|endoftext|>"
 NEVER = float("inf")  # the rank of a pair that is not a merge
@@ -55,7 +57,8 @@ def bytes_to_unicode():
     Printable bytes map to themselves; the rest (space, newline, control bytes...) are shifted
     to characters from 256 on, which is why a space shows up as 'Ġ' and a newline as 'Ċ'.
     """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
     table, shifted = {}, 0
     for byte in range(256):
         if byte in printable:
@@ -67,7 +70,6 @@ def bytes_to_unicode():
 
 
 BYTE_TO_CHAR = bytes_to_unicode()
-CHAR_TO_BYTE = {char: byte for byte, char in BYTE_TO_CHAR.items()}
 
 
 def printable(token: bytes) -> str:
@@ -86,6 +88,23 @@ def merge(ids, pair, new_id):
             out.append(ids[i])
             i += 1
     return out
+
+
+def textbook_merges(text, vocab_size, pattern=GPT2_PATTERN):
+    """BPE training as the textbook (and minbpe) writes it: count every adjacent pair of the whole
+    corpus, merge the most frequent into a new token, count again, repeat; ties go to the smallest
+    (left, right) pair. Read it first: Tokenizer.train makes the same merges, in far less time.
+    Returns {(left_id, right_id): new_id}."""
+    chunks = [list(chunk.encode("utf-8")) for chunk in regex.findall(pattern, text)]
+    merges = {}
+    for new_id in range(256, vocab_size):
+        counts = Counter(pair for ids in chunks for pair in zip(ids, ids[1:]))
+        if not counts:
+            break
+        pair = max(counts, key=lambda p: (counts[p], -p[0], -p[1]))
+        merges[pair] = new_id
+        chunks = [merge(ids, pair, new_id) for ids in chunks]
+    return merges
 
 
 # Right after a newline that follows a non-space character, before an ASCII letter: both the GPT-2
@@ -131,14 +150,16 @@ class Tokenizer:
         self.special_pattern = None
         if self.special_tokens:  # longest first, so a special token that contains another wins
             alternatives = sorted(self.special_tokens, key=len, reverse=True)
-            self.special_pattern = regex.compile("(" + "|".join(regex.escape(s) for s in alternatives) + ")")
+            self.special_pattern = regex.compile(
+                "(" + "|".join(regex.escape(s) for s in alternatives) + ")")
         self.cache = {}  # pre-token -> ids: real text repeats its words, so most look-ups hit
 
     # ------------------------------------------------------------------ training
 
     @classmethod
     def train(cls, text, vocab_size, *, pattern=GPT2_PATTERN, special_tokens=None, verbose=False):
-        """Learn `vocab_size - 256 - len(special_tokens)` merges from `text` (a str or an iterable of str).
+        """Learn `vocab_size - 256 - len(special_tokens)` merges from `text` (a str or an iterable
+        of str).
 
         The textbook algorithm recounts every pair of the whole corpus after each merge:
         O(merges x corpus tokens). This one does the same merges, faster, in three steps:
@@ -155,7 +176,8 @@ class Tokenizer:
         special_tokens = list(special_tokens or [])
         num_merges = vocab_size - 256 - len(special_tokens)
         if num_merges < 0:
-            raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + {len(special_tokens)} special tokens")
+            raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + "
+                             f"{len(special_tokens)} special tokens")
         texts = [text] if isinstance(text, str) else list(text)
         words, counts = cls._distinct_pretokens(texts, pattern)
         if not words:
@@ -176,7 +198,8 @@ class Tokenizer:
                 if pair_counts.get(pair, 0) == -negative_count > 0:
                     break  # an up-to-date entry
             else:
-                warnings.warn(f"the text has no pairs left after {step} merges; vocab_size is {256 + step + len(special_tokens)}")
+                warnings.warn(f"the text has no pairs left after {step} merges; vocab_size is "
+                              f"{256 + step + len(special_tokens)}")
                 break
             new_id = 256 + step
             merges[pair] = new_id
@@ -202,7 +225,8 @@ class Tokenizer:
                     del pair_counts[changed_pair]
             if verbose and ((step + 1) % 1000 == 0 or step + 1 == num_merges):
                 rate = (step + 1) / (time.time() - start)
-                print(f"\rmerge {step + 1}/{num_merges} ({rate:.0f} merges/s, ETA {(num_merges - step - 1) / rate:.0f}s)",
+                eta = (num_merges - step - 1) / rate
+                print(f"\rmerge {step + 1}/{num_merges} ({rate:.0f} merges/s, ETA {eta:.0f}s)",
                       end="\n" if step + 1 == num_merges else "", file=sys.stderr, flush=True)
         specials = {s: 256 + len(merges) + i for i, s in enumerate(special_tokens)}
         return cls(merges, pattern=pattern, special_tokens=specials)
@@ -213,7 +237,8 @@ class Tokenizer:
         lists of byte values, with how often each occurs."""
         total = sum(map(len, texts))
         workers = min(os.cpu_count() or 1, 8) if total > 2_000_000 else 1
-        jobs = [(piece, pattern) for text in texts for piece in safe_split(text, workers * 4 if workers > 1 else 1)]
+        pieces = workers * 4 if workers > 1 else 1
+        jobs = [(piece, pattern) for text in texts for piece in safe_split(text, pieces)]
         counter = Counter()
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:
@@ -229,10 +254,12 @@ class Tokenizer:
 
     def _encode_chunk(self, chunk: str) -> list[int]:
         """BPE inside one pre-token: repeatedly merge the adjacent pair that was learned first
-        (the lowest new id), until no adjacent pair is a known merge (as OpenAI's encoder.py does)."""
+        (the lowest new id), until no adjacent pair is a known merge (as OpenAI's encoder.py
+        does)."""
         ids = [self.byte_ids[b] for b in _utf8(chunk)]
         while len(ids) >= 2:
-            ranks = list(map(self.merges.get, zip(ids, ids[1:]), repeat(NEVER)))  # the new id is the rank
+            # the new id is the rank
+            ranks = list(map(self.merges.get, zip(ids, ids[1:]), repeat(NEVER)))
             first = min(ranks)
             if first == NEVER:
                 break
@@ -246,7 +273,7 @@ class Tokenizer:
         """Encode text, treating special-token text as plain text."""
         if len(self.cache) > 500_000:  # bound memory on endless streams of new words
             self.cache.clear()
-        ids, cache, look_up = [], self.cache, self.cache.get  # local names: this loop is the hot path
+        ids, cache, look_up = [], self.cache, self.cache.get  # local names: this is the hot path
         for chunk in self.compiled_pattern.findall(text):
             tokens = look_up(chunk)
             if tokens is None:
@@ -255,21 +282,24 @@ class Tokenizer:
         return ids
 
     def encode(self, text: str, *, allowed_special=()) -> list[int]:
-        """Encode text; special tokens in `allowed_special` (a set of strings, or "all") become their ids.
+        """Encode text; special tokens in `allowed_special` (a set of strings, or "all") become
+        their ids.
 
         Like tiktoken, any other special-token text raises: text from users that happens to
         contain "<|endoftext|>" must not silently end a document.
         """
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
         if unknown := allowed - set(self.special_tokens):
-            raise ValueError(f"{sorted(unknown)} are not special tokens of this tokenizer ({sorted(self.special_tokens)})")
+            raise ValueError(f"{sorted(unknown)} are not special tokens of this tokenizer "
+                             f"({sorted(self.special_tokens)})")
         if self.special_pattern is None:
             return self.encode_ordinary(text)
         for found in self.special_pattern.findall(text):
             if found not in allowed:
                 raise ValueError(
-                    f"the text contains the special token {found!r}: pass allowed_special={{{found!r}}} "
-                    f"(or 'all') to encode it as a special token, or use encode_ordinary() to encode it as plain text")
+                    f"the text contains the special token {found!r}: pass "
+                    f"allowed_special={{{found!r}}} (or 'all') to encode it as a special token, "
+                    "or use encode_ordinary() to encode it as plain text")
         ids = []
         for i, part in enumerate(self.special_pattern.split(text)):  # odd parts are special tokens
             if i % 2:
@@ -278,7 +308,8 @@ class Tokenizer:
                 ids.extend(self.encode_ordinary(part))
         return ids
 
-    def encode_batch(self, texts, *, num_workers=None, allowed_special=(), ordinary=False) -> list[list[int]]:
+    def encode_batch(self, texts, *, num_workers=None, allowed_special=(),
+                     ordinary=False) -> list[list[int]]:
         """Encode many texts, in parallel processes when there is enough text to pay for them.
         ordinary=True encodes every text with encode_ordinary (a corpus is plain text)."""
         texts = list(texts)
@@ -286,14 +317,17 @@ class Tokenizer:
         if workers <= 1 or sum(map(len, texts)) < 1_000_000:
             return [_encode_one(self, text, allowed_special, ordinary) for text in texts]
         chunksize = max(1, len(texts) // (workers * 8))
-        with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(self, allowed_special, ordinary)) as pool:
+        with ProcessPoolExecutor(workers, initializer=_worker_init,
+                                 initargs=(self, allowed_special, ordinary)) as pool:
             return list(pool.map(_worker_encode, texts, chunksize=chunksize))
 
-    def encode_file(self, path, *, num_workers=None, allowed_special=(), ordinary=False) -> list[int]:
-        """Encode a large UTF-8 file on all cores: cut it where pre-tokens always end, encode the parts
-        in parallel, concatenate. The ids equal those of `encode` on the whole text."""
+    def encode_file(self, path, *, num_workers=None, allowed_special=(),
+                    ordinary=False) -> list[int]:
+        """Encode a large UTF-8 file on all cores: cut it where pre-tokens always end, encode the
+        parts in parallel, concatenate. The ids equal those of `encode` on the whole text."""
         parts = safe_split(read_text(path), 8 * (num_workers or os.cpu_count() or 1))
-        encoded = self.encode_batch(parts, num_workers=num_workers, allowed_special=allowed_special, ordinary=ordinary)
+        encoded = self.encode_batch(parts, num_workers=num_workers,
+                                    allowed_special=allowed_special, ordinary=ordinary)
         return [i for ids in encoded for i in ids]
 
     # ------------------------------------------------------------------ decoding
@@ -302,7 +336,8 @@ class Tokenizer:
         try:
             return self.vocab[token_id]
         except (KeyError, TypeError):
-            raise ValueError(f"token id {token_id!r} is not in the vocabulary (ids 0..{self.vocab_size - 1})") from None
+            raise ValueError(f"token id {token_id!r} is not in the vocabulary "
+                             f"(ids 0..{self.vocab_size - 1})") from None
 
     def decode_bytes(self, ids) -> bytes:
         return b"".join(map(self.token_bytes, ids))
@@ -333,11 +368,13 @@ class Tokenizer:
             if line.startswith("#version") or not line.strip():
                 continue
             parts = line.split()
-            if len(parts) != 2 or any(p not in encoder for p in parts) or parts[0] + parts[1] not in encoder:
-                raise ValueError(f"{vocab_bpe}: line {line_number}: not a merge of two known tokens: {line!r}")
+            if len(parts) != 2 or any(p not in encoder for p in (*parts, "".join(parts))):
+                raise ValueError(f"{vocab_bpe}: line {line_number}: not a merge of two known "
+                                 f"tokens: {line!r}")
             new_id = encoder[parts[0] + parts[1]]
             if new_id != 256 + len(merges):
-                raise ValueError(f"{vocab_bpe}: line {line_number}: merge makes id {new_id}, expected {256 + len(merges)}")
+                raise ValueError(f"{vocab_bpe}: line {line_number}: merge makes id {new_id}, "
+                                 f"expected {256 + len(merges)}")
             merges[encoder[parts[0]], encoder[parts[1]]] = new_id
         special = {token: i for token, i in encoder.items() if i >= 256 + len(merges)}
         return cls(merges, pattern=GPT2_PATTERN, special_tokens=special, byte_ids=byte_ids)
@@ -347,8 +384,8 @@ class Tokenizer:
         its start, delimiter and extract tokens this way); tokens it already has keep their ids."""
         new = [t for t in dict.fromkeys(tokens) if t not in self.special_tokens]
         added = {t: self.vocab_size + i for i, t in enumerate(new)}
-        return Tokenizer(self.merges, pattern=self.pattern, special_tokens={**self.special_tokens, **added},
-                         byte_ids=self.byte_ids)
+        return Tokenizer(self.merges, pattern=self.pattern,
+                         special_tokens={**self.special_tokens, **added}, byte_ids=self.byte_ids)
 
     def dumps(self) -> str:
         """The tokenizer as readable text: the pattern, special tokens, byte ids, then one merge per
@@ -357,9 +394,11 @@ class Tokenizer:
         lines += [f"special {json.dumps(text)} {i}" for text, i in self.special_tokens.items()]
         lines.append("bytes " + " ".join(map(str, self.byte_ids)))
         lines.append(f"merges {len(self.merges)}")
-        lines.append("# left_id right_id  left right  (printable bytes: 'Ġ' is a space, 'Ċ' a newline)")
+        lines.append("# left_id right_id  left right  "
+                     "(printable bytes: 'Ġ' is a space, 'Ċ' a newline)")
         for (left, right), _ in sorted(self.merges.items(), key=lambda item: item[1]):
-            lines.append(f"{left} {right}  {printable(self.vocab[left])} {printable(self.vocab[right])}")
+            parts = printable(self.vocab[left]), printable(self.vocab[right])
+            lines.append(f"{left} {right}  {parts[0]} {parts[1]}")
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -419,12 +458,15 @@ class Tokenizer:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise ValueError(f"{path}: not a UTF-8 text file; is it a tokenizer saved by bpe.py?") from None
+            raise ValueError(f"{path}: not a UTF-8 text file; is it a tokenizer saved by "
+                             "bpe.py?") from None
         return cls.loads(text, source=str(path))
 
 
 def _encode_one(tokenizer, text, allowed_special, ordinary):
-    return tokenizer.encode_ordinary(text) if ordinary else tokenizer.encode(text, allowed_special=allowed_special)
+    if ordinary:
+        return tokenizer.encode_ordinary(text)
+    return tokenizer.encode(text, allowed_special=allowed_special)
 
 
 # Worker processes of encode_batch get the tokenizer once, through the pool's initializer.
@@ -446,8 +488,9 @@ def _utf8(text: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError as error:
         bad = text[error.start]
-        raise ValueError(f"the text holds a lone surrogate U+{ord(bad):04X} at position {error.start} of a "
-                         "pre-token: it is not valid Unicode and has no UTF-8 bytes; fix the text "
+        raise ValueError(f"the text holds a lone surrogate U+{ord(bad):04X} at position "
+                         f"{error.start} of a pre-token: it is not valid Unicode and has no UTF-8 "
+                         "bytes; fix the text "
                          "(e.g. decode files with errors='replace')") from None
 
 
@@ -455,7 +498,8 @@ def read_text(path) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not valid UTF-8 at byte {error.start}; convert the file to UTF-8") from None
+        raise ValueError(f"{path}: not valid UTF-8 at byte {error.start}; convert the file to "
+                         "UTF-8") from None
 
 
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py"}
@@ -520,7 +564,7 @@ class GPT1Tokenizer:
         self.special_tokens = dict(special_tokens or {})
         self.decoder = {i: t for t, i in (*self.encoder.items(), *self.special_tokens.items())}
         self.vocab_size, self.cache = len(self.decoder), {}
-        self.eot_id = None  # GPT-1 has no <|endoftext|>
+        self.eot_id = self.special_tokens.get(ENDOFTEXT)  # GPT-1 has none; train.py adds one
         if original is None:
             original = all(importlib.util.find_spec(name) for name in ("ftfy", "spacy"))
         self.original = original
@@ -572,6 +616,11 @@ class GPT1Tokenizer:
                 self.cache[word] = [self.encoder.get(symbol, 0) for symbol in self.bpe(word)]
             ids += self.cache[word]
         return ids
+
+    def encode_batch(self, texts, *, allowed_special=(), ordinary=False):
+        """Many texts, one after the other (train.py prepares a corpus with it)."""
+        return [self.encode_ordinary(text) if ordinary else
+                self.encode(text, allowed_special=allowed_special) for text in texts]
 
     def encode(self, text, *, allowed_special=()):
         """Special tokens in allowed_special ("all": every one) become their ids; the rest, text."""
@@ -642,46 +691,76 @@ def load_tokenizer(spec: str):
                          "vocab.json + merges.txt (or OpenAI's encoder.json + vocab.bpe, or "
                          "GPT-1's encoder_bpe_40000.json + vocab_40000.bpe)")
     if not Path(spec).is_file():
-        raise ValueError(f"tokenizer file {spec} not found; make one with `python bpe.py train` or use gpt2:DIR")
+        raise ValueError(f"tokenizer file {spec} not found; make one with `python bpe.py train` "
+                         "or use a model's folder (DIR or gpt2:DIR)")
     return Tokenizer.load(spec)
 
 
+# -----------------------------------------------------------------------------
+# The command line: bad input ends every script of the project (bpe.py, train.py, finetune.py,
+# sample.py) with one line that names the problem and the fix, and a non-zero exit
+
+def first_line(error) -> str:
+    """An exception's message, first line only (torch's and numpy's can run over many)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+@contextmanager
+def one_line_errors():
+    """Expected errors (a missing file, a wrong setting: ValueError, OSError, RuntimeError) become
+    "error: ..." and exit code 1, without a traceback; any other exception is a bug and keeps it."""
+    try:
+        yield
+    except (ValueError, OSError, RuntimeError) as error:
+        sys.exit("error: " + first_line(error))
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Byte-level BPE: train a tokenizer, encode and decode text.")
+    parser = argparse.ArgumentParser(description="Byte-level BPE: train a tokenizer, encode and "
+                                                 "decode text.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="learn merges from text files")
-    train.add_argument("--input", nargs="+", required=True, help="text files, or folders of .txt .md .rst .py files")
-    train.add_argument("--vocab-size", type=int, required=True, help="256 bytes + merges + special tokens")
+    train.add_argument("--input", nargs="+", required=True,
+                       help="text files, or folders of .txt .md .rst .py files")
+    train.add_argument("--vocab-size", type=int, required=True,
+                       help="256 bytes + merges + special tokens")
     train.add_argument("--out", required=True, help="where to write the tokenizer (e.g. tok.bpe)")
-    train.add_argument("--special", action="append", default=[], help="a special token, e.g. '<|endoftext|>' (repeatable)")
-    train.add_argument("--pattern", choices=["gpt2", "gpt4"], default="gpt2", help="pre-tokenizer split pattern")
+    train.add_argument("--special", action="append", default=[],
+                       help="a special token, e.g. '<|endoftext|>' (repeatable)")
+    train.add_argument("--pattern", choices=["gpt2", "gpt4"], default="gpt2",
+                       help="pre-tokenizer split pattern")
     for name in ("encode", "decode"):
-        sub = commands.add_parser(name, help=f"{name} with a saved tokenizer or gpt2:DIR")
-        sub.add_argument("--tokenizer", required=True, help="a file written by `train`, or gpt2:DIR with OpenAI's files")
-        sub.add_argument("input", nargs="?", help="the text (encode) or ids (decode); read from stdin when left out")
+        sub = commands.add_parser(name, help=f"{name} with a saved tokenizer or a model's folder")
+        sub.add_argument("--tokenizer", required=True, help="a file written by `train`, or a "
+                         "model's folder (DIR or gpt2:DIR) with its vocabulary files")
+        sub.add_argument("input", nargs="?", help="the text (encode) or ids (decode); read from "
+                                                  "stdin when left out")
     args = parser.parse_args(argv)
-    try:
+    with one_line_errors():
         if args.command == "train":
             texts = [read_text(f) for f in text_files(args.input)]
             if not any(t.strip() for t in texts):
-                raise ValueError("the input is empty: give a file or folder with text to learn from")
+                raise ValueError("the input is empty: give a file or folder with text to learn "
+                                 "from")
             pattern = GPT2_PATTERN if args.pattern == "gpt2" else GPT4_PATTERN
-            tokenizer = Tokenizer.train(texts, args.vocab_size, pattern=pattern, special_tokens=args.special, verbose=True)
+            tokenizer = Tokenizer.train(texts, args.vocab_size, pattern=pattern,
+                                        special_tokens=args.special, verbose=True)
             tokenizer.save(args.out)
-            print(f"wrote {args.out}: {tokenizer.vocab_size} tokens ({len(tokenizer.merges)} merges)")
+            print(f"wrote {args.out}: {tokenizer.vocab_size} tokens "
+                  f"({len(tokenizer.merges)} merges)")
         else:
             tokenizer = load_tokenizer(args.tokenizer)
             data = args.input if args.input is not None else sys.stdin.read()
             if args.command == "encode":
                 ids = tokenizer.encode(data, allowed_special="all")
                 print(" ".join(map(str, ids)))
-                # The token boundaries, for a class to see; a token holding part of a character shows its bytes.
-                print("|".join(tokenizer.token_bytes(i).decode("utf-8", errors="backslashreplace") for i in ids))
+                # The token boundaries, for a class to see; a token holding part of a character
+                # shows its bytes.
+                print("|".join(tokenizer.token_bytes(i).decode("utf-8", errors="backslashreplace")
+                               for i in ids))
             else:
                 ids = [int(i) for i in data.replace(",", " ").split()]
                 print(tokenizer.decode(ids))
-    except (ValueError, OSError) as error:
-        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

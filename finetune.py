@@ -3,18 +3,20 @@ Fine-tune a pretrained GPT on a labelled task: the second stage of GPT-1 (sectio
 and, on the same data, GPT-2's zero-shot alternative (section 3) that trains nothing.
 
     python finetune.py --task sst2 --data ../shared/data/glue/SST-2 --init-from out/ckpt.pt
-    python finetune.py --task rte --data ../shared/data/glue/RTE --init-from gpt2:HF_GPT2_DIR
-    python finetune.py --task rocstories --data "ROCSTORIES_DIR/cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
-    python finetune.py --task sst2 --init-from out-finetune/best.pt --predict ../shared/data/glue/SST-2/test.tsv
-    python finetune.py --task sst2 --data ../shared/data/glue/SST-2 --init-from gpt2:HF_GPT2_DIR --zero-shot
+    python finetune.py --task rte --data ../shared/data/glue/RTE --init-from HF_GPT2_DIR
+    python finetune.py --task rocstories --init-from openai-gpt --data ROCSTORIES_CSV
+    python finetune.py --task sst2 --init-from out-finetune/best.pt --predict SST-2/test.tsv
+    python finetune.py --task sst2 --data ../shared/data/glue/SST-2 --init-from gpt2 --zero-shot
 
-Tasks: the GLUE TSV files as distributed (cola sst2 mrpc qqp stsb mnli qnli rte: --data is the folder
-with train.tsv and dev.tsv), the ROCStories cloze CSV (rocstories), and your own JSONL (--data is a
-folder with train.jsonl and dev.jsonl, one object per line):
+Tasks: the GLUE TSV files as distributed (cola sst2 mrpc qqp stsb mnli qnli rte: --data is the
+folder with train.tsv and dev.tsv), the ROCStories cloze CSV (rocstories: --data is the file
+"cloze_test_val__spring2016 - cloze_test_ALL_val.csv"), and your own JSONL
+(--data is a folder with train.jsonl and dev.jsonl, one object per line):
     custom-classification   {"text": "...", "label": "positive"}
     custom-entailment       {"premise": "...", "hypothesis": "...", "label": "entailment"}
     custom-similarity       {"a": "...", "b": "...", "label": 1}
-    custom-multiple-choice  {"context": "...", "choices": ["...", "..."], "label": 0}   (the right choice's index)
+    custom-multiple-choice  {"context": "...", "choices": ["...", "..."], "label": 0}
+                            (the label of a choice: its index)
 
 Reading order: the settings; the tasks and their readers; the input transformations (Figure 1);
 the model head and the losses L2 and L3 = L2 + λ·L1; training and evaluation; zero-shot scoring;
@@ -38,33 +40,36 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bpe import Tokenizer, load_tokenizer
-from gpt import GPT, HUB_NAMES, MODEL_FORMS, GPTConfig, resolve_model
-from train import (add_flags, check_device, check_settings, flag, load_tensors, locked,
+from bpe import one_line_errors
+from gpt import INIT_FROM_HELP, add_tokens, load_model
+from train import (add_flags, check_settings, flag, locked, make_optimizer, pick_device,
                    previous_run, save_checkpoint)
 
 
 @dataclass
 class FinetuneConfig:  # the defaults are GPT-1's (section 4.1, "Fine-tuning details")
-    task: str = flag("", "cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, rocstories or custom-KIND (see above)")
+    task: str = flag("", "cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, rocstories or custom-KIND "
+                         "(see above)")
     data: str = flag("", "the task's folder (train and dev files) or, for rocstories, its CSV file")
-    init_from: str = flag("out/ckpt.pt", "a train.py or finetune.py checkpoint, a Hugging Face "
-                          "folder of GPT-2 or GPT-1 (DIR or gpt2:DIR), GPT-1's release folder, "
-                          f"or a Hub name: {', '.join(HUB_NAMES)}")
+    init_from: str = flag("out/ckpt.pt", INIT_FROM_HELP)
     out_dir: str = flag("out-finetune", "best.pt, log.jsonl and predictions go here")
     overwrite: bool = flag(False, "train in an out_dir that holds a run, replacing its files")
     learning_rate: float = flag(6.25e-5, "peak learning rate")
     batch_size: int = flag(32, "examples per step")
     epochs: int = flag(3, "passes over the training set")
-    warmup: float = flag(0.002, "fraction of the steps with a linear warmup; then linear decay to 0")
+    warmup: float = flag(0.002, "fraction of the steps with a linear warmup; then linear decay "
+                                "to 0")
     dropout: float = flag(0.1, "dropout in the model and before the task head")
-    weight_decay: float = flag(0.01, "AdamW weight decay on matrices (GPT-1: L2 of 0.01 on non-bias weights)")
+    weight_decay: float = flag(0.01, "AdamW weight decay on matrices (GPT-1: L2 of 0.01 on "
+                                     "non-bias weights)")
     lm_coef: float = flag(0.5, "λ in L3 = L2 + λ·L1, the weight of the auxiliary LM loss; 0: off")
     grad_clip: float = flag(1.0, "clip the gradient norm to this; 0: off")
     max_train_rows: int = flag(0, "train on a random subset of this many rows; 0: all")
     skip_bad_rows: bool = flag(False, "skip malformed rows (and count them) instead of stopping")
-    predict: str = flag("", "a file of rows (e.g. test.tsv) to label with the best model (a choice: its index from 0)")
-    zero_shot: bool = flag(False, "no training: score label words or choices by the LM's likelihood")
+    predict: str = flag("", "a file of rows (e.g. test.tsv) to label with the best model (a "
+                            "choice: its index from 0)")
+    zero_shot: bool = flag(False, "no training: score label words or choices by the LM's "
+                                  "likelihood")
     device: str = flag("", "cuda, mps or cpu; empty: the best available")
     seed: int = flag(1337, "random seed")
     log_interval: int = flag(10, "print progress every this many steps")
@@ -73,23 +78,36 @@ class FinetuneConfig:  # the defaults are GPT-1's (section 4.1, "Fine-tuning det
 # -----------------------------------------------------------------------------
 # Tasks: which columns hold the inputs and the label, and the metric GLUE reports
 
-TASKS = {  # name: (kind, input columns, label column, label values (None: a score to regress), metric)
-    "cola": ("classification", ["sentence"], "label", ["0", "1"], "matthews"),
-    "sst2": ("classification", ["sentence"], "label", ["0", "1"], "accuracy"),
-    "mrpc": ("similarity", ["#1 String", "#2 String"], "Quality", ["0", "1"], "f1"),
-    "qqp": ("similarity", ["question1", "question2"], "is_duplicate", ["0", "1"], "f1"),
-    "stsb": ("similarity", ["sentence1", "sentence2"], "score", None, "pearson"),
-    "mnli": ("entailment", ["sentence1", "sentence2"], "gold_label", ["contradiction", "entailment", "neutral"], "accuracy"),
-    "qnli": ("entailment", ["question", "sentence"], "label", ["entailment", "not_entailment"], "accuracy"),
-    "rte": ("entailment", ["sentence1", "sentence2"], "label", ["entailment", "not_entailment"], "accuracy"),
-    "rocstories": ("multiple-choice", ["context", "choices"], "AnswerRightEnding", None,
-                   "accuracy"),
-    "custom-classification": ("classification", ["text"], "label", [], "accuracy"),
-    "custom-entailment": ("entailment", ["premise", "hypothesis"], "label", [], "accuracy"),
-    "custom-similarity": ("similarity", ["a", "b"], "label", [], "accuracy"),
-    "custom-multiple-choice": ("multiple-choice", ["context", "choices"], "label", None, "accuracy"),
+@dataclass(frozen=True)
+class Task:
+    kind: str  # classification, entailment, similarity or multiple-choice (GPT-1's Figure 1)
+    inputs: tuple  # the columns of the input texts
+    label: str  # the column of the label
+    labels: tuple | None  # the label values, in class order; None: a score, or a choice's index;
+    #                       (): the labels of the training file (custom tasks)
+    metric: str  # what GLUE reports: accuracy, f1, matthews or pearson
+
+
+YES_NO, NLI = ("0", "1"), ("entailment", "not_entailment")
+TASKS = {
+    "cola": Task("classification", ("sentence",), "label", YES_NO, "matthews"),
+    "sst2": Task("classification", ("sentence",), "label", YES_NO, "accuracy"),
+    "mrpc": Task("similarity", ("#1 String", "#2 String"), "Quality", YES_NO, "f1"),
+    "qqp": Task("similarity", ("question1", "question2"), "is_duplicate", YES_NO, "f1"),
+    "stsb": Task("similarity", ("sentence1", "sentence2"), "score", None, "pearson"),
+    "mnli": Task("entailment", ("sentence1", "sentence2"), "gold_label",
+                 ("contradiction", "entailment", "neutral"), "accuracy"),
+    "qnli": Task("entailment", ("question", "sentence"), "label", NLI, "accuracy"),
+    "rte": Task("entailment", ("sentence1", "sentence2"), "label", NLI, "accuracy"),
+    "rocstories": Task("multiple-choice", ("context", "choices"), "AnswerRightEnding", None,
+                       "accuracy"),
+    "custom-classification": Task("classification", ("text",), "label", (), "accuracy"),
+    "custom-entailment": Task("entailment", ("premise", "hypothesis"), "label", (), "accuracy"),
+    "custom-similarity": Task("similarity", ("a", "b"), "label", (), "accuracy"),
+    "custom-multiple-choice": Task("multiple-choice", ("context", "choices"), "label", None,
+                                   "accuracy"),
 }
-COLA_COLUMNS = ["source", "label", "original_label", "sentence"]  # CoLA's train and dev have no header
+COLA_COLUMNS = ["source", "label", "original_label", "sentence"]  # CoLA's train, dev: no header
 
 
 def read_utf8(path):
@@ -108,7 +126,8 @@ ROCSTORIES_COLUMNS = [*(f"InputSentence{i}" for i in range(1, 5)), "RandomFifthS
 
 
 def read_records(path, task):
-    """(line number, {column: value}) for each row of a GLUE TSV, the ROCStories CSV or a JSONL file."""
+    """(line number, {column: value}) for each row of a GLUE TSV, the ROCStories CSV or a JSONL
+    file; (line number, the problem) for a malformed one."""
     with io.StringIO(read_utf8(path), newline="") as file:
         if task.startswith("custom-"):
             for number, line in enumerate(file, start=1):
@@ -135,7 +154,7 @@ def read_records(path, task):
         else:  # GLUE: tab-separated with quoting off, since some fields begin with a '"'
             rows = csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE)
             header = next(rows, [])
-            if task == "cola" and header[:1] != ["index"]:  # CoLA test.tsv has the header "index sentence"
+            if task == "cola" and header[:1] != ["index"]:  # only CoLA's test.tsv has a header
                 header, rows = COLA_COLUMNS, [header, *rows]
             for number, row in enumerate(rows, start=2 if header is not COLA_COLUMNS else 1):
                 yield number, (dict(zip(header, row)) if len(row) == len(header) else
@@ -143,19 +162,19 @@ def read_records(path, task):
 
 
 def read_examples(path, task, labels, skip_bad_rows=False, need_labels=True, log=print):
-    """Examples (inputs, label) of a task; the label is a class index, a score, or None when the
-    file has no labels (a test.tsv to --predict). Malformed rows stop with their line, or are skipped."""
-    kind, columns, label_column, _, _ = TASKS[task]
+    """Examples (inputs, label) of a task; the label is the index of its value in labels, a score,
+    a choice's index, or None when the file has no labels (a test.tsv to --predict). Malformed rows
+    stop with their line, or are skipped."""
+    kind, columns, label_column = TASKS[task].kind, TASKS[task].inputs, TASKS[task].label
     if not Path(path).is_file():
         raise ValueError(f"{path} not found: --data must hold the task's files (see --help)")
     examples, bad = [], []
-    learn = task.startswith("custom-") and labels == []  # custom tasks: the training file's labels
     for line, record in read_records(path, task):
         try:
             if isinstance(record, str):
                 raise ValueError(record)
             if not isinstance(record, dict) or any(column not in record for column in columns):
-                raise ValueError(f"expected the fields {columns}")
+                raise ValueError(f"expected the fields {list(columns)}")
             inputs = [record[column] for column in columns]
             if kind == "multiple-choice" and not isinstance(inputs[1], list):
                 raise ValueError(f"{columns[1]!r} must be a list of answers")
@@ -163,12 +182,13 @@ def read_examples(path, task, labels, skip_bad_rows=False, need_labels=True, log
             if not all(isinstance(text, str) and text.strip() for text in texts):
                 raise ValueError("empty or missing text")
             if kind == "multiple-choice" and examples and len(texts) - 1 != len(examples[0][0][1]):
-                raise ValueError(f"{len(texts) - 1} choices, the first row has {len(examples[0][0][1])}")
+                raise ValueError(f"{len(texts) - 1} choices, the first row has "
+                                 f"{len(examples[0][0][1])}")
             label = record.get(label_column)
             if label is None and need_labels:
                 raise ValueError(f"no label ({label_column!r})")
             if label is not None:
-                label = parse_label(str(label), labels, kind, len(texts) - 1, learn)
+                label = parse_label(str(label), labels, kind, len(texts) - 1)
             examples.append((inputs, label))
         except ValueError as error:
             bad.append(f"{path}: line {line}: {error}")
@@ -182,7 +202,7 @@ def read_examples(path, task, labels, skip_bad_rows=False, need_labels=True, log
     return examples
 
 
-def parse_label(label, labels, kind, n_choices, learn):
+def parse_label(label, labels, kind, n_choices):
     if kind == "multiple-choice":  # the index of the right choice
         if not label.isdigit() or int(label) >= n_choices:
             raise ValueError(f"label {label!r} is not the index of one of the {n_choices} choices")
@@ -191,29 +211,46 @@ def parse_label(label, labels, kind, n_choices, learn):
         if not math.isfinite(score := float(label)):
             raise ValueError(f"score {label!r} is not a number (it would train to nan)")
         return score
-    if learn and label not in labels:
-        labels.append(label)  # the classes are the labels seen in the training file, no others
     if label not in labels:
-        raise ValueError(f"label {label!r} is not one of {labels}")
+        raise ValueError(f"label {label!r} is not one of {list(labels)}")
     return labels.index(label)
 
 
-def task_examples(config, labels):
-    """The training and dev examples of --data: a GLUE folder (train.tsv, dev.tsv; MNLI's is
-    dev_matched.tsv), a JSONL folder (train.jsonl, dev.jsonl), or the ROCStories CSV. GPT-1 trained on
-    ROCStories' validation stories: like finetune-transformer-lm, a seeded shuffle cuts them into
-    1497 for training and 374 for validation."""
+def task_files(config):
+    """The training and dev files of --data: a GLUE folder (train.tsv, dev.tsv; MNLI's is
+    dev_matched.tsv) or a JSONL folder (train.jsonl, dev.jsonl); None for a missing dev file."""
     data = Path(config.data)
-    if config.task == "rocstories":
-        stories = read_examples(data, config.task, labels, config.skip_bad_rows)
-        random.Random(3535999445).shuffle(stories)  # finetune-transformer-lm's seed
-        return stories[:1497], stories[1497:]
     if not data.is_dir():
-        raise ValueError(f"--data {data}: expected a folder with the train and dev files of --task {config.task}")
+        raise ValueError(f"--data {data}: expected a folder with the train and dev files of "
+                         f"--task {config.task}")
     suffix = ".jsonl" if config.task.startswith("custom-") else ".tsv"
     dev_file = data / ("dev_matched.tsv" if config.task == "mnli" else f"dev{suffix}")
-    train = read_examples(data / f"train{suffix}", config.task, labels, config.skip_bad_rows)
-    return train, read_examples(dev_file, config.task, labels, config.skip_bad_rows) if dev_file.is_file() else []
+    return data / f"train{suffix}", dev_file if dev_file.is_file() else None
+
+
+def training_labels(config):
+    """A custom task's classes: the labels of its training file, in order of first appearance (a
+    dev label among none of them is a bad row)."""
+    train_file, _ = task_files(config)
+    column = TASKS[config.task].label
+    if not train_file.is_file():
+        return ()  # read_examples names the missing file
+    records = read_records(train_file, config.task)
+    return tuple(dict.fromkeys(str(record[column]) for _, record in records
+                               if isinstance(record, dict) and record.get(column) is not None))
+
+
+def task_examples(config, labels):
+    """The training and dev examples of --data. GPT-1 trained on ROCStories' validation stories:
+    like finetune-transformer-lm, a seeded shuffle cuts them into 1497 for training and 374 for
+    validation."""
+    if config.task == "rocstories":
+        stories = read_examples(config.data, config.task, labels, config.skip_bad_rows)
+        random.Random(3535999445).shuffle(stories)  # finetune-transformer-lm's seed
+        return stories[:1497], stories[1497:]
+    train_file, dev_file = task_files(config)
+    read = lambda path: read_examples(path, config.task, labels, config.skip_bad_rows)
+    return read(train_file), read(dev_file) if dev_file else []
 
 
 # -----------------------------------------------------------------------------
@@ -251,19 +288,9 @@ def fit(first, second, room):
     return first[max(0, len(first) - (room - len(second))):], second
 
 
-def add_task_tokens(tokenizer, config, state):
-    """Add START, DELIM and EXTRACT to the tokenizer and new rows to the (tied) embedding matrix,
-    drawn from N(0, 0.02) like the rest at initialisation (GPT-1 section 4.1)."""
-    new = [token for token in (START, DELIM, EXTRACT) if token not in tokenizer.special_tokens]
-    if not new:
-        return tokenizer  # a fine-tuned checkpoint has them already
-    if config["vocab_size"] != tokenizer.vocab_size:
-        raise ValueError(f"the model has {config['vocab_size']} token embeddings, its tokenizer "
-                         f"{tokenizer.vocab_size}: the new tokens' ids would not match the new rows")
-    rows = torch.randn(len(new), config["n_embd"]) * 0.02
-    state["transformer.wte.weight"] = state["lm_head.weight"] = torch.cat([state["transformer.wte.weight"], rows])
-    config["vocab_size"] += len(new)
-    return tokenizer.with_special_tokens(new)
+def add_task_tokens(gpt, tokenizer):
+    """The model and tokenizer with START, DELIM and EXTRACT added (see gpt.add_tokens)."""
+    return add_tokens(gpt, tokenizer, [START, DELIM, EXTRACT])
 
 
 def make_batch(examples, device):
@@ -293,7 +320,7 @@ class TaskModel(nn.Module):
     def __init__(self, gpt, kind, n_outputs, dropout):
         super().__init__()
         self.gpt, self.kind = gpt, kind
-        self.dropout = nn.Dropout(dropout)  # "dropout to the classifier with a rate of 0.1" (section 4.1)
+        self.dropout = nn.Dropout(dropout)  # "dropout to the classifier with a rate of 0.1" (4.1)
         self.head = nn.Linear(gpt.config.n_embd, n_outputs)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
@@ -303,7 +330,8 @@ class TaskModel(nn.Module):
         scores, and with labels the losses (L3, L2, L1)."""
         B, S, T = idx.shape
         hidden = self.gpt.hidden_states(idx.view(B * S, T))
-        h = hidden[torch.arange(B * S, device=idx.device), extract.view(-1)].view(B, S, -1)  # at [extract]
+        h = hidden[torch.arange(B * S, device=idx.device), extract.view(-1)]  # at [extract]
+        h = h.view(B, S, -1)
         if self.kind == "multiple-choice":  # one score per choice, a softmax over the choices
             logits = self.head(self.dropout(h)).squeeze(-1)
         else:  # one sequence; or a similarity pair's two orders, added: the order does not matter
@@ -313,36 +341,19 @@ class TaskModel(nn.Module):
         if labels.is_floating_point():  # a similarity score (STS-B): regression
             task_loss = F.mse_loss(logits.squeeze(-1), labels)
         else:
-            task_loss = F.cross_entropy(logits, labels)  # -L2, L2 = Σ log P(y | x¹..xᵐ), per example
+            task_loss = F.cross_entropy(logits, labels)  # -L2, L2 = Σ log P(y | x¹..xᵐ), averaged
         lm_loss = torch.zeros((), device=idx.device)
         if lm_coef:  # L1 on the same sequences, averaged over the real tokens (section 3.2)
             lm_logits = self.gpt.lm_head(hidden)
-            lm_loss = F.cross_entropy(lm_logits.flatten(0, 1), lm_targets.reshape(-1), ignore_index=-1)
+            lm_loss = F.cross_entropy(lm_logits.flatten(0, 1), lm_targets.reshape(-1),
+                                      ignore_index=-1)
         return logits, (task_loss + lm_coef * lm_loss, task_loss, lm_loss)  # L3 = L2 + λ·L1
-
-
-def load_start(init_from):
-    """The GPT's config and weights, the tokenizer, and the finetune.py checkpoint if it is one."""
-    if init_from in HUB_NAMES or init_from.startswith("gpt2:") or Path(init_from).is_dir():
-        folder = resolve_model(init_from)  # GPT-1's weights come with GPT-1's tokenizer
-        gpt = GPT.from_pretrained(folder)
-        return dataclasses.asdict(gpt.config), gpt.state_dict(), load_tokenizer(str(folder)), None
-    path = Path(init_from)
-    if not path.is_file():
-        raise ValueError(f"--init-from {path}: no such checkpoint; give {MODEL_FORMS}")
-    checkpoint = load_tensors(path, "give a train.py or finetune.py checkpoint")
-    try:
-        tokenizer = Tokenizer.loads(checkpoint["tokenizer"], source=str(path))
-        return checkpoint["config"], checkpoint["model"], tokenizer, checkpoint if "head" in checkpoint else None
-    except Exception as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise ValueError(f"--init-from {path} cannot be read ({reason}): not a train.py or finetune.py checkpoint") from None
 
 
 # -----------------------------------------------------------------------------
 # Training and evaluation
 
-def learning_rate(step, total_steps, config):
+def lr_schedule(step, total_steps, config):
     """GPT-1's schedule: linear warmup over the first 0.2% of the steps, then linear decay to 0."""
     warmup_steps = max(1, round(config.warmup * total_steps))
     if step < warmup_steps:
@@ -356,7 +367,8 @@ def predict(model, encoded, batch_size, device):
     model.eval()
     answers = []
     for i in range(0, len(encoded), batch_size):
-        idx, extract, _, _ = make_batch([(sequences, 0) for sequences, _ in encoded[i:i + batch_size]], device)
+        batch = [(sequences, 0) for sequences, _ in encoded[i:i + batch_size]]
+        idx, extract, _, _ = make_batch(batch, device)
         logits, _ = model(idx, extract)
         answers += (logits.squeeze(-1) if logits.size(-1) == 1 and model.kind != "multiple-choice"
                     else logits.argmax(-1)).tolist()
@@ -415,64 +427,73 @@ def check_config(config):
 
 
 def finetune(config):
+    """Fine-tune on --data (or score it, --zero-shot), then label --predict's rows with the best
+    epoch's model."""
     if config.task not in TASKS:
         raise ValueError(f"--task {config.task!r}: choose one of {', '.join(TASKS)}")
-    kind, _, _, task_labels, metric = TASKS[config.task]
+    task = TASKS[config.task]
     check_config(config)
-    device = check_device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
+    device = pick_device(config.device)
     torch.manual_seed(config.seed)
-    gpt_config, state, tokenizer, previous = load_start(config.init_from)
+    gpt, tokenizer, checkpoint = load_model(config.init_from, dropout=config.dropout,
+                                            fix="give a train.py or finetune.py checkpoint")
     if config.zero_shot:
-        return zero_shot(config, GPT.from_checkpoint_dict({"config": gpt_config, "model": state}).to(device), tokenizer)
-    same_task = previous is not None and previous["task"] == config.task  # continue with its head
-    labels = None if task_labels is None else list(previous["labels"] if same_task else task_labels)
-    if not config.data and not (same_task and config.predict):
-        raise ValueError("--data is needed to train; to only --predict, --init-from a finetune.py checkpoint of this task")
+        return zero_shot(config, gpt.to(device), tokenizer)
+    # A finetune.py checkpoint of the same task goes on with its head and its labels.
+    previous = checkpoint if checkpoint and checkpoint.get("task") == config.task else None
+    if not config.data and not (previous and config.predict):
+        raise ValueError("--data is needed to train; to only --predict, --init-from a finetune.py "
+                         "checkpoint of this task")
+    labels = task.labels
+    if labels is not None:  # the classes: the checkpoint's, the task's, or its training file's
+        labels = tuple(previous["labels"]) if previous else labels or training_labels(config)
     train_examples, dev_examples = task_examples(config, labels) if config.data else ([], [])
-    if config.max_train_rows:
-        train_examples = random.Random(config.seed).sample(train_examples, min(config.max_train_rows, len(train_examples)))
-
-    tokenizer = add_task_tokens(tokenizer, gpt_config, state)
-    gpt = GPT(GPTConfig(**{**gpt_config, "dropout": config.dropout}))
-    gpt.load_state_dict(state)
     if labels is not None and len(labels) < 2:
-        raise ValueError(f"{config.data}: the training file has one label only ({labels}); a classifier needs two or more")
+        raise ValueError(f"{config.data}: the training file has one label only ({list(labels)}); "
+                         "a classifier needs two or more")
+    if config.max_train_rows:
+        rows = min(config.max_train_rows, len(train_examples))
+        train_examples = random.Random(config.seed).sample(train_examples, rows)
+
+    gpt, tokenizer = add_task_tokens(gpt, tokenizer)
     n_outputs = 1 if labels is None else len(labels)  # one score: per choice, or of similarity
-    model = TaskModel(gpt, kind, n_outputs, config.dropout).to(device)
-    if same_task:
+    model = TaskModel(gpt, task.kind, n_outputs, config.dropout).to(device)
+    if previous:
         model.head.load_state_dict(previous["head"])
-    print(f"model: {gpt.num_params() / 1e6:.2f}M parameters from {config.init_from}; {config.task} ({kind}, "
-          f"{n_outputs} outputs); {len(train_examples)} training and {len(dev_examples)} dev examples")
-    encode = lambda examples: [(transform(tokenizer, kind, inputs, gpt.config.block_size), label)
-                               for inputs, label in examples]
-    train_set, dev_set = encode(train_examples), encode(dev_examples)
+    print(f"model: {gpt.num_params() / 1e6:.2f}M parameters from {config.init_from}; "
+          f"{config.task} ({task.kind}, {n_outputs} outputs); {len(train_examples)} training and "
+          f"{len(dev_examples)} dev examples")
+    encode = lambda examples: [(transform(tokenizer, task.kind, inputs, gpt.config.block_size),
+                                label) for inputs, label in examples]
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if train_set:
-        train(config, model, train_set, dev_set, metric, lambda epoch, scores: {
-            "model": gpt.state_dict(), "config": dataclasses.asdict(gpt.config), "head": model.head.state_dict(),
-            "tokenizer": tokenizer.dumps(), "task": config.task, "labels": labels,
-            "finetune_config": dataclasses.asdict(config), "epoch": epoch, "metrics": scores}, device)
+    if train_examples:
+        saved = {"tokenizer": tokenizer.dumps(), "task": config.task,
+                 "labels": None if labels is None else list(labels),
+                 "finetune_config": dataclasses.asdict(config)}
+        train_epochs(config, model, encode(train_examples), encode(dev_examples), task.metric,
+                     saved, device)
         best = torch.load(out_dir / "best.pt", map_location=device, weights_only=True)
         gpt.load_state_dict(best["model"])  # --predict labels with the best epoch's model
         model.head.load_state_dict(best["head"])
     if config.predict:
-        examples = read_examples(config.predict, config.task, None if labels is None else list(labels),
-                                 config.skip_bad_rows, need_labels=False)
+        examples = read_examples(config.predict, config.task, labels, config.skip_bad_rows,
+                                 need_labels=False)
         answers = predict(model, encode(examples), config.batch_size, device)
         path = out_dir / f"{Path(config.predict).stem}_predictions.tsv"
-        name = lambda a: f"{a:.4f}" if labels is None and kind != "multiple-choice" else labels[a] if labels else str(a)
-        path.write_text("index\tprediction\n" + "".join(f"{i}\t{name(a)}\n" for i, a in enumerate(answers)))
-        print(f"wrote {len(answers)} predictions to {path} (GLUE's format: row index, predicted label)")
+        names = [labels[a] if labels else str(a) if task.kind == "multiple-choice" else f"{a:.4f}"
+                 for a in answers]  # a class's label, a choice's index, or a score
+        path.write_text("index\tprediction\n" + "".join(f"{i}\t{name}\n"
+                                                       for i, name in enumerate(names)))
+        print(f"wrote {len(answers)} predictions to {path} (GLUE's format: row index, predicted "
+              "label)")
 
 
-def train(config, model, train_set, dev_set, metric, checkpoint_state, device):
-    """AdamW on L3, evaluating on the dev set after every epoch and keeping the best as best.pt."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-                                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                                  lr=config.learning_rate)
+def train_epochs(config, model, train_set, dev_set, metric, saved, device):
+    """AdamW on L3, evaluating on the dev set after every epoch and keeping the best as best.pt,
+    with the entries of `saved` (the tokenizer, the task and its labels, the settings)."""
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay, (0.9, 0.999),
+                               device)
     total_steps, step, best = config.epochs * -(-len(train_set) // config.batch_size), 0, None
     generator = torch.Generator().manual_seed(config.seed)
     out_dir, start_time = Path(config.out_dir), time.time()
@@ -481,7 +502,7 @@ def train(config, model, train_set, dev_set, metric, checkpoint_state, device):
         for epoch in range(1, config.epochs + 1):
             order = torch.randperm(len(train_set), generator=generator).tolist()
             for i in range(0, len(order), config.batch_size):
-                lr = learning_rate(step, total_steps, config)
+                lr = lr_schedule(step, total_steps, config)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 batch = make_batch([train_set[j] for j in order[i:i + config.batch_size]], device)
@@ -494,21 +515,27 @@ def train(config, model, train_set, dev_set, metric, checkpoint_state, device):
                 step += 1
                 if step % config.log_interval == 0 or step == total_steps:
                     elapsed = time.time() - start_time
-                    print(f"step {step}/{total_steps} | loss {loss.item():.4f} (task {task_loss.item():.4f}, "
-                          f"LM {lm_loss.item():.4f}) | lr {lr:.2e} | {elapsed / 60:.1f} min, "
-                          f"ETA {elapsed / step * (total_steps - step) / 60:.1f} min")
-                    log_file.write(json.dumps({"step": step, "loss": loss.item(), "task_loss": task_loss.item(),
-                                               "lm_loss": lm_loss.item(), "lr": lr}) + "\n")
+                    print(f"step {step}/{total_steps} | loss {loss.item():.4f} (task "
+                          f"{task_loss.item():.4f}, LM {lm_loss.item():.4f}) | lr {lr:.2e} | "
+                          f"{elapsed / 60:.1f} min, ETA "
+                          f"{elapsed / step * (total_steps - step) / 60:.1f} min")
+                    log_file.write(json.dumps({"step": step, "loss": loss.item(), "lr": lr,
+                                               "task_loss": task_loss.item(),
+                                               "lm_loss": lm_loss.item()}) + "\n")
             scores = {}
             if dev_set:
-                scores = metrics(predict(model, dev_set, config.batch_size, device), [y for _, y in dev_set], metric)
-                print(f"eval epoch {epoch}: " + ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+                answers = predict(model, dev_set, config.batch_size, device)
+                scores = metrics(answers, [y for _, y in dev_set], metric)
+                print(f"eval epoch {epoch}: " + ", ".join(f"{name} {value:.4f}"
+                                                          for name, value in scores.items()))
                 log_file.write(json.dumps({"step": step, "epoch": epoch, **scores}) + "\n")
             log_file.flush()
-            score = scores.get(next(iter(scores), None))  # the task's main metric; no dev set: keep the last
+            score = scores.get(next(iter(scores), None))  # the main metric; no dev set: the last
             if best is None or score is None or score > best:
                 best = score
-                save_checkpoint(out_dir / "best.pt", checkpoint_state(epoch, scores))
+                save_checkpoint(out_dir / "best.pt", {
+                    "model": model.gpt.state_dict(), "config": dataclasses.asdict(model.gpt.config),
+                    "head": model.head.state_dict(), **saved, "epoch": epoch, "metrics": scores})
                 print(f"saved {out_dir / 'best.pt'}")
 
 
@@ -516,12 +543,13 @@ def train(config, model, train_set, dev_set, metric, checkpoint_state, device):
 # Zero-shot (GPT-2 section 3): no training, no new tokens. Each answer is scored by the
 # pretrained LM's log-likelihood of its words after the input; the likeliest one wins.
 
-PROMPTS = {  # task: (prompt with the input columns as {0}, {1}; the words of each label, in label order)
+PROMPTS = {  # task: (prompt, the input columns as {0}, {1}; the words of each label, in order)
     "cola": ("{0}\nIs this sentence grammatical? Answer:", [" no", " yes"]),
     "sst2": ("{0}\nSentiment:", [" negative", " positive"]),
     "mrpc": ("{0}\n{1}\nDo both sentences mean the same thing? Answer:", [" no", " yes"]),
     "qqp": ("{0}\n{1}\nDo both questions ask the same thing? Answer:", [" no", " yes"]),
-    "mnli": ("{0}\nQuestion: {1} True, False or Neither?\nAnswer:", [" False", " True", " Neither"]),
+    "mnli": ("{0}\nQuestion: {1} True, False or Neither?\nAnswer:",
+             [" False", " True", " Neither"]),
     "qnli": ("{1}\nQuestion: {0} Does the sentence answer the question?\nAnswer:", [" yes", " no"]),
     "rte": ("{0}\nQuestion: {1} True or False?\nAnswer:", [" True", " False"]),
 }
@@ -547,25 +575,26 @@ def log_likelihoods(gpt, prompt, continuations):
 def zero_shot_answer(gpt, tokenizer, task, inputs):
     """The index of the likeliest label word, or of the likeliest choice (multiple choice)."""
     encode = tokenizer.encode_ordinary
-    if TASKS[task][0] == "multiple-choice":
+    if TASKS[task].kind == "multiple-choice":
         context, choices = inputs
         scores = log_likelihoods(gpt, encode(context), [encode(" " + choice) for choice in choices])
     else:
         template, words = PROMPTS[task]
-        scores = log_likelihoods(gpt, encode(template.format(*inputs)), [encode(word) for word in words])
+        scores = log_likelihoods(gpt, encode(template.format(*inputs)), list(map(encode, words)))
     return max(range(len(scores)), key=scores.__getitem__)
 
 
 def zero_shot(config, gpt, tokenizer):
     """Score the dev examples of --data (ROCStories: the same 374 stories as fine-tuning)."""
-    kind, _, _, labels, metric = TASKS[config.task]
-    if config.task not in PROMPTS and kind != "multiple-choice":
-        raise ValueError(f"--zero-shot works for multiple choice and for {', '.join(PROMPTS)}, not {config.task}")
-    _, examples = task_examples(config, None if labels is None else list(labels))
+    task = TASKS[config.task]
+    if config.task not in PROMPTS and task.kind != "multiple-choice":
+        raise ValueError(f"--zero-shot works for multiple choice and for {', '.join(PROMPTS)}, not "
+                         f"{config.task}")
+    _, examples = task_examples(config, task.labels)
     gpt.eval()
     start_time = time.time()
     answers = [zero_shot_answer(gpt, tokenizer, config.task, inputs) for inputs, _ in examples]
-    scores = metrics(answers, [label for _, label in examples], metric)
+    scores = metrics(answers, [label for _, label in examples], task.metric)
     print(f"zero-shot on {len(examples)} dev examples ({time.time() - start_time:.0f} s): "
           + ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
     return scores
@@ -575,17 +604,17 @@ def zero_shot(config, gpt, tokenizer):
 # Command line: one flag per FinetuneConfig field
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     return FinetuneConfig(**vars(add_flags(parser, FinetuneConfig).parse_args(argv)))
 
 
 def main(argv=None):
     try:
-        config = parse_args(argv)
-        with nullcontext() if config.zero_shot else locked(Path(config.out_dir)):
-            return finetune(config)
-    except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
-        sys.exit("error: " + (str(error).strip().splitlines() or [type(error).__name__])[0])
+        with one_line_errors():
+            config = parse_args(argv)
+            with nullcontext() if config.zero_shot else locked(Path(config.out_dir)):
+                return finetune(config)
     except KeyboardInterrupt:  # best.pt, written after each epoch, is whole
         sys.exit("interrupted: best.pt, if written, holds the best epoch finished so far")
 

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +23,8 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from bpe import Tokenizer, first_line, load_tokenizer
 
 
 # -----------------------------------------------------------------------------
@@ -37,7 +40,7 @@ class GPTConfig:
     vocab_size: int = 50257  # GPT-2's BPE: 256 bytes + 50,000 merges + <|endoftext|>
     dropout: float = 0.0
     bias: bool = True  # biases in the Linear layers and LayerNorms, as in GPT-1 and GPT-2
-    ln_position: str = "pre"  # "post": LayerNorm after each residual add (GPT-1), "pre": before (GPT-2)
+    ln_position: str = "pre"  # "post" (GPT-1): LayerNorm after the residual add; "pre" (GPT-2)
     activation: str = "gelu_tanh"  # "gelu_tanh" (GPT-1, GPT-2), "gelu" (exact, erf), "relu", "silu"
 
     def __post_init__(self):
@@ -68,7 +71,7 @@ PRESETS = {
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
-    # Small models that train on a laptop CPU (GPT-2 architecture); set vocab_size to your tokenizer's.
+    # Small models that train on a laptop CPU (GPT-2's architecture); vocab_size: your tokenizer's.
     "gpt-mini": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.1),
     "gpt-micro": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
     "gpt-nano": dict(n_layer=2, n_head=2, n_embd=64, block_size=64),
@@ -79,74 +82,21 @@ PRESETS = {
 # Attention
 
 
-def attend(q, k, v, backend="auto", dropout=0.0):
-    """softmax(Q Kᵀ / √d + mask) V for (batch, n_head, length, head_size) tensors.
+def attend(q, k, v, dropout=0.0):
+    """softmax(Q Kᵀ / √d + mask) V for (batch, n_head, length, head_size) tensors (Vaswani et al.
+    2017, section 3.2.1), spelled out. The model computes the same with faster kernels (see
+    dispatch_attention, at the end of this file).
 
     The causal mask lets each query see its own position and everything before it.
     With a KV cache, k and v hold past positions too: query i of T_q is then
     position (T_k - T_q + i), and it sees keys 0 .. T_k - T_q + i.
-    backend: "math" spells the formula out, "sdpa" is PyTorch's fused kernel (same result,
-    less memory, faster), "triton" is our kernel in kernels/, "auto" the fastest available.
     """
     T_q, T_k = q.size(-2), k.size(-2)
-    past = T_k - T_q
-    if backend == "auto":  # our kernel on a GPU where it applies (no cache, no dropout), else PyTorch's
-        backend = "triton" if past == 0 and dropout == 0 and q.is_cuda and triton_kernels() else "sdpa"
-    if backend == "math":
-        allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
-        att = att.masked_fill(~allowed, float("-inf"))
-        att = F.dropout(F.softmax(att, dim=-1), p=dropout)
-        return att @ v
-    if backend == "triton" and past == 0 and dropout == 0:  # no cache (T_q == T_k), no attention dropout
-        return triton_attention(q, k, v)
-    if backend in ("sdpa", "triton"):
-        # is_causal=True aligns the mask at the top-left corner: right only without a cache.
-        if past == 0:
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        if T_q == 1:  # one new token with a cache: it sees every key, so no mask to build
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-        allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
-    raise ValueError(f"unknown attention backend {backend!r}; use 'auto', 'math', 'sdpa' or 'triton'")
-
-
-USE_KERNELS = True  # False: PyTorch's own kernels everywhere (to compare, e.g. train.py --no-kernels)
-
-
-def triton_kernels():
-    """The Triton kernels of kernels/, or None where they cannot run (no CUDA GPU, no triton:
-    CPU machines, macOS). Imported on first use, so the CPU path never loads triton."""
-    return _import_kernels() if USE_KERNELS else None
-
-
-@functools.cache
-def _import_kernels():
-    if not torch.cuda.is_available():
-        return None
-    try:
-        from kernels import flash_attention, layer_norm
-    except ImportError:
-        return None
-    return SimpleNamespace(flash_attention=flash_attention.flash_attention, layer_norm=layer_norm.layer_norm)
-
-
-def triton_attention(q, k, v):
-    """Causal flash attention from kernels/flash_attention.py (FlashAttention-2 in Triton). It has no
-    attention dropout and no offset mask: with either, attend() uses PyTorch's SDPA instead."""
-    if not q.is_cuda or triton_kernels() is None:
-        raise RuntimeError("attention='triton' needs a CUDA GPU and the triton package; use attention='sdpa'")
-    return triton_kernels().flash_attention(q, k, v, causal=True)
-
-
-class LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm, computed on a GPU by the fused Triton kernel of kernels/layer_norm.py
-    (same parameters, same result, one pass through memory each way)."""
-
-    def forward(self, x):
-        if x.is_cuda and triton_kernels():
-            return triton_kernels().layer_norm(x, self.weight, self.bias, self.eps)
-        return super().forward(x)
+    allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=T_k - T_q)
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+    att = att.masked_fill(~allowed, float("-inf"))
+    att = F.dropout(F.softmax(att, dim=-1), p=dropout)
+    return att @ v
 
 
 class CausalSelfAttention(nn.Module):
@@ -156,7 +106,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.dropout = config.dropout
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v: one
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -169,7 +119,7 @@ class CausalSelfAttention(nn.Module):
         if past is not None:
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
-        y = attend(q, k, v, backend, self.dropout if self.training else 0.0)
+        y = dispatch_attention(q, k, v, backend, self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y)), (k, v)
 
@@ -235,11 +185,13 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """A decoder-only transformer language model.
 
-    attention: how attention is computed, "auto" | "math" | "sdpa" | "triton" (see attend);
-    it only changes speed, not results, and can be changed any time: model.attention = "math".
+    attention: how attention is computed, "auto" | "math" | "sdpa" | "triton" (see
+    dispatch_attention); kernels: whether LayerNorm and "auto" attention run the Triton kernels of
+    kernels/ on a GPU (False: PyTorch's own, to compare). Both change speed, not results, and can
+    be changed any time: model.attention = "math", model.kernels = False.
     """
 
-    def __init__(self, config, attention="auto"):
+    def __init__(self, config, attention="auto", kernels=True):
         super().__init__()
         self.config = config
         self.attention = attention
@@ -249,7 +201,7 @@ class GPT(nn.Module):
             wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embedding
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            # GPT-2 section 2.3 adds a LayerNorm after the last block; post-LN GPT-1 ends on one already.
+            # GPT-2 section 2.3 adds a LayerNorm after the last block; post-LN GPT-1 ends on one.
             ln_f=LayerNorm(config.n_embd, bias=config.bias) if config.ln_position == "pre"
             else nn.Identity(),
         ))
@@ -260,11 +212,24 @@ class GPT(nn.Module):
 
         # Initialization: N(0, 0.02) everywhere (GPT-1 section 4.1), and GPT-2 section 2.3 scales
         # the weights of the layers that write into the residual stream by 1/sqrt(N), N = the
-        # number of residual layers (2 per block), so the stream's variance does not grow with depth.
+        # number of residual layers (2 per block), so that the stream's variance does not grow
+        # with depth.
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        self.kernels = kernels
+
+    @property
+    def kernels(self):
+        return self._kernels
+
+    @kernels.setter
+    def kernels(self, on):
+        self._kernels = on
+        for module in self.modules():
+            if isinstance(module, LayerNorm):
+                module.kernel = on
 
     def _init_weights(self, module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -307,8 +272,9 @@ class GPT(nn.Module):
                              f"{self.config.block_size}; crop the input (sample.py does)")
         pos = torch.arange(past, past + T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        attention = "sdpa" if self.attention == "auto" and not self.kernels else self.attention
         for i, block in enumerate(self.transformer.h):
-            x, present = block(x, self.attention, None if kv_cache is None else kv_cache[i])
+            x, present = block(x, attention, None if kv_cache is None else kv_cache[i])
             if kv_cache is not None:
                 kv_cache[i] = present
         return self.transformer.ln_f(x)
@@ -317,9 +283,9 @@ class GPT(nn.Module):
     # Checkpoints: ours (train.py, finetune.py), Hugging Face's GPT-2 and GPT-1, GPT-1's release
 
     @classmethod
-    def from_checkpoint_dict(cls, checkpoint):
+    def from_checkpoint_dict(cls, checkpoint, **overrides):
         """The model stored in a train.py checkpoint: {"model": state_dict, "config": dict, ...}."""
-        model = cls(GPTConfig(**checkpoint["config"]))
+        model = cls(GPTConfig(**{**checkpoint["config"], **overrides}))
         model.load_state_dict(checkpoint["model"])
         return model
 
@@ -327,19 +293,20 @@ class GPT(nn.Module):
     CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
     @classmethod
-    def from_pretrained(cls, spec):
+    def from_pretrained(cls, spec, **overrides):
         """The model that `spec` names (any form of resolve_model): a train.py or finetune.py
         checkpoint, a Hugging Face folder of GPT-2 or GPT-1 (config.json plus model.safetensors
         or pytorch_model.bin, e.g. a snapshot folder in ~/.cache/huggingface), GPT-1's original
-        release folder, or a Hub name. Only a Hub name that is not in the cache uses the network."""
+        release folder, or a Hub name. Only a Hub name that is not in the cache uses the network.
+        overrides: GPTConfig fields to change, e.g. dropout=0.1."""
         path = resolve_model(spec)
         if path.is_file():
-            return cls.from_checkpoint_dict(read_checkpoint(path))
+            return cls.from_checkpoint_dict(read_checkpoint(path), **overrides)
         release = (path / "params_shapes.json").is_file()
         config, state, source = (read_openai_release if release else read_hugging_face)(path)
-        model = cls(config)
+        model = cls(dataclasses.replace(config, **overrides))
         with torch.no_grad():
-            for name, param in model.named_parameters():  # lm_head.weight is wte.weight, listed once
+            for name, param in model.named_parameters():  # lm_head.weight is wte.weight: once
                 key = name.removeprefix("transformer.")
                 if key not in state:
                     raise ValueError(f"{source} has no tensor {key!r}: not GPT-2 or GPT-1?")
@@ -389,6 +356,7 @@ HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "openai-gpt")  # op
 MODEL_FORMS = ("a checkpoint of train.py or finetune.py (out/ckpt.pt), a Hugging Face folder of "
                "GPT-2 or GPT-1 (DIR or gpt2:DIR), GPT-1's release folder (params_shapes.json + "
                f"params_*.npy), or a Hugging Face Hub name: {', '.join(HUB_NAMES)}")
+INIT_FROM_HELP = f"the model to start from: {MODEL_FORMS}"  # train.py, finetune.py, sample.py
 
 
 def resolve_model(spec):
@@ -400,7 +368,8 @@ def resolve_model(spec):
         return hub_snapshot(spec)
     path = Path(spec.removeprefix("gpt2:")).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"{spec}: no such file or folder; give {MODEL_FORMS}")
+        raise FileNotFoundError(f"{spec}: no such checkpoint file or model folder; give "
+                                f"{MODEL_FORMS}")
     return path
 
 
@@ -431,22 +400,70 @@ def hub_snapshot(name):
     try:
         return Path(huggingface_hub.snapshot_download(repo, allow_patterns=HUB_FILES))
     except Exception as error:  # no network, a proxy, a full disk: say what and where
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise ValueError(f"cannot download {repo} into {cache} ({reason}); check the network, "
-                         "or give a local folder with the model") from None
+        raise ValueError(f"cannot download {repo} into {cache} ({first_line(error)[:200]}); check "
+                         "the network, or give a local folder with the model") from None
 
 
-def read_checkpoint(path):
-    """A checkpoint of train.py or finetune.py: tensors and plain values only (weights_only)."""
+def read_checkpoint(path, fix=None):
+    """A checkpoint of train.py or finetune.py, read with torch.load(weights_only=True): tensors,
+    numbers and strings, never code. torch's advice on failure, to retry with weights_only=False,
+    would run whatever the file holds: it is never repeated. fix: what the user can do about it."""
+    fix = fix or f"give {MODEL_FORMS}"
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(checkpoint, dict) or not {"model", "config"} <= checkpoint.keys():
-            raise ValueError("no 'model' and 'config' entries")
     except Exception as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise ValueError(f"{path} cannot be read ({reason}): not a checkpoint of train.py or "
-                         f"finetune.py; give {MODEL_FORMS}") from None
+        if "GLOBAL" in str(error):  # a class or function the safe unpickler refuses to import
+            problem = "holds objects other than tensors (they can run code): it will not be loaded"
+        else:  # torch's reason, but not the unpickler's: it advises the unsafe flag
+            reason = ("" if isinstance(error, pickle.UnpicklingError)
+                      else f" ({first_line(error)[:200]})")
+            problem = f"cannot be read{reason}: it is truncated or corrupt, or not a checkpoint"
+        raise ValueError(f"{path} {problem}; {fix}") from None
+    if not isinstance(checkpoint, dict) or not {"model", "config"} <= checkpoint.keys():
+        raise ValueError(f"{path} cannot be read as a checkpoint of train.py or finetune.py (no "
+                         f"'model' and 'config'); {fix}")
     return checkpoint
+
+
+def load_model(spec, fix=None, **overrides):
+    """The model that `spec` names (any of MODEL_FORMS), its tokenizer, and the rest of the
+    checkpoint when spec is one (a run's step and optimizer, a fine-tuned head; None otherwise).
+    train.py, finetune.py and sample.py all start here. overrides: GPTConfig fields to change,
+    e.g. dropout=0.1 for fine-tuning (as nanoGPT's from_pretrained allows)."""
+    path = resolve_model(spec)
+    if not path.is_file():  # pretrained weights: the tokenizer's files lie next to them
+        return GPT.from_pretrained(path, **overrides), load_tokenizer(str(path)), None
+    checkpoint = read_checkpoint(path, fix)
+    try:
+        model = GPT.from_checkpoint_dict(checkpoint, **overrides)
+        tokenizer = Tokenizer.loads(checkpoint["tokenizer"], source=str(path))
+    except Exception as error:  # another format: a missing key, other shapes
+        raise ValueError(f"{path} is not a usable checkpoint ({first_line(error)[:200]}); "
+                         f"{fix or 'give ' + MODEL_FORMS}") from None
+    del checkpoint["model"]  # the weights are in the model now; one copy is enough
+    return model, tokenizer, checkpoint
+
+
+def add_tokens(model, tokenizer, tokens):
+    """The model and tokenizer with special tokens added after the vocabulary, each with a new row
+    of the (tied) embedding matrix drawn from N(0, 0.02) like the rest (GPT-1 section 4.1). GPT-1's
+    fine-tuning adds its start, delimiter and extract tokens so (section 3.3); train.py gives GPT-1,
+    which has none, an <|endoftext|>. Tokens the tokenizer has already add nothing."""
+    new = [token for token in dict.fromkeys(tokens) if token not in tokenizer.special_tokens]
+    if not new:
+        return model, tokenizer
+    config = model.config
+    if config.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"the model has {config.vocab_size} token embeddings, its tokenizer "
+                         f"{tokenizer.vocab_size}: the new tokens' ids would not match new rows")
+    state = model.state_dict()
+    rows = torch.randn(len(new), config.n_embd) * 0.02
+    state["lm_head.weight"] = torch.cat([state["lm_head.weight"], rows.to(state["lm_head.weight"])])
+    state["transformer.wte.weight"] = state["lm_head.weight"]
+    grown = GPT(dataclasses.replace(config, vocab_size=config.vocab_size + len(new)),
+                model.attention, model.kernels)
+    grown.load_state_dict(state)
+    return grown, tokenizer.with_special_tokens(new)
 
 
 # Hugging Face's formats: model_type -> (activation key, its default, activation names -> ours,
@@ -495,8 +512,8 @@ def read_hugging_face(path):
         else:  # weights_only: unpickle tensors only, never run code from the file
             state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise ValueError(f"{weights_file} cannot be read ({reason}): truncated, corrupt?") from None
+        raise ValueError(f"{weights_file} cannot be read ({first_line(error)[:200]}): truncated, "
+                         "corrupt?") from None
     # Base models (GPT2Model, OpenAIGPTModel) have no "transformer." prefix; *LMHeadModel ones do.
     # GPT-1's embeddings are named tokens_embed and positions_embed there.
     state = {k.removeprefix("transformer."): v for k, v in state.items()}
@@ -548,6 +565,69 @@ def read_openai_release(folder):
 
 
 # -----------------------------------------------------------------------------
+# Backends: the same attention and LayerNorm, computed faster (the model above calls them)
+
+
+def dispatch_attention(q, k, v, backend="auto", dropout=0.0):
+    """attend(q, k, v, dropout), computed by a backend: "math" is attend itself, "sdpa" PyTorch's
+    fused kernel (same result, less memory, faster), "triton" our kernel in kernels/, "auto" the
+    fastest available."""
+    T_q, T_k = q.size(-2), k.size(-2)
+    past = T_k - T_q
+    if backend == "auto":  # our kernel on a GPU where it applies (no cache, no dropout), else SDPA
+        fits = past == 0 and dropout == 0 and q.is_cuda and triton_kernels()
+        backend = "triton" if fits else "sdpa"
+    if backend == "math":
+        return attend(q, k, v, dropout)
+    if backend == "triton" and past == 0 and dropout == 0:  # no cache, no attention dropout
+        return triton_attention(q, k, v)
+    if backend in ("sdpa", "triton"):
+        # is_causal=True aligns the mask at the top-left corner: right only without a cache.
+        if past == 0:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        if T_q == 1:  # one new token with a cache: it sees every key, so no mask to build
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        allowed = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=past)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+    raise ValueError(f"unknown attention backend {backend!r}; use 'auto', 'math', 'sdpa' or "
+                     "'triton'")
+
+
+@functools.cache
+def triton_kernels():
+    """The Triton kernels of kernels/, or None where they cannot run (no CUDA GPU, no triton:
+    CPU machines, macOS). Imported on first use, so the CPU path never loads triton."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        from kernels import flash_attention, layer_norm
+    except ImportError:
+        return None
+    return SimpleNamespace(flash_attention=flash_attention.flash_attention,
+                           layer_norm=layer_norm.layer_norm)
+
+
+def triton_attention(q, k, v):
+    """Causal flash attention from kernels/flash_attention.py (FlashAttention-2 in Triton). It has
+    no attention dropout and no offset mask: with either, dispatch_attention uses PyTorch's SDPA."""
+    if not q.is_cuda or triton_kernels() is None:
+        raise RuntimeError("attention='triton' needs a CUDA GPU and the triton package; use "
+                           "attention='sdpa'")
+    return triton_kernels().flash_attention(q, k, v, causal=True)
+
+
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm, computed on a GPU by the fused Triton kernel of kernels/layer_norm.py (same
+    parameters, same result, one pass through memory each way) unless kernel is False."""
+    kernel = True  # GPT.kernels sets it in every LayerNorm of the model
+
+    def forward(self, x):
+        if self.kernel and x.is_cuda and triton_kernels():
+            return triton_kernels().layer_norm(x, self.weight, self.bias, self.eps)
+        return super().forward(x)
+
+
+# -----------------------------------------------------------------------------
 # python gpt.py: parameter counts and a smoke test
 
 if __name__ == "__main__":
@@ -574,5 +654,6 @@ if __name__ == "__main__":
         logits, loss = model(idx, targets)
         loss.backward()
         # A freshly initialised model guesses nearly uniformly: loss close to ln(vocab_size).
-        print(f"smoke test ({ln_position}-LN): logits {tuple(logits.shape)}, loss {loss.item():.3f} "
-              f"(ln {config.vocab_size} = {math.log(config.vocab_size):.3f}), backward ok")
+        print(f"smoke test ({ln_position}-LN): logits {tuple(logits.shape)}, loss "
+              f"{loss.item():.3f} (ln {config.vocab_size} = {math.log(config.vocab_size):.3f}), "
+              "backward ok")

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bpe import Tokenizer, load_tokenizer
-from gpt import GPT, HUB_NAMES, read_checkpoint, resolve_model
-from train import load_tensors
+from bpe import one_line_errors
+from gpt import INIT_FROM_HELP, load_model
+from train import default_dtype, pick_device
 
 # -----------------------------------------------------------------------------
 # Choosing the next token
@@ -110,7 +110,8 @@ def generate(model, idx, max_new_tokens, *, stop_ids=(), **sampling):
     for token in generate_stream(model, idx, max_new_tokens, **sampling):
         token = torch.where(stopped_with >= 0, stopped_with, token)
         new_tokens.append(token)
-        stopped_with = torch.where((stopped_with < 0) & torch.isin(token, stop_ids), token, stopped_with)
+        stops_now = (stopped_with < 0) & torch.isin(token, stop_ids)
+        stopped_with = torch.where(stops_now, token, stopped_with)
         if (stopped_with >= 0).all():
             break
     return torch.cat([idx, *(t[:, None] for t in new_tokens)], dim=1)
@@ -134,7 +135,8 @@ def beam_search(model, idx, max_new_tokens, beam_width, *, length_penalty=1.0, s
         logprobs = F.log_softmax(next_token_logits(model, beams, kv_cache).float(), dim=-1)
         vocab_size = logprobs.size(-1)
         # Twice the width, so beam_width sequences survive even if some candidates finish.
-        top_scores, top = (scores[:, None] + logprobs).view(-1).topk(min(2 * beam_width, logprobs.numel()))
+        candidates = (scores[:, None] + logprobs).view(-1)
+        top_scores, top = candidates.topk(min(2 * beam_width, candidates.numel()))
         rows, tokens = top // vocab_size, top % vocab_size
         keep = []
         for i in range(len(top)):
@@ -155,40 +157,8 @@ def beam_search(model, idx, max_new_tokens, beam_width, *, length_penalty=1.0, s
     else:  # max_new_tokens reached: the unfinished beams compete too
         n_new = max(max_new_tokens, 1)
         finished += [(s.item() / n_new ** length_penalty, b) for s, b in zip(scores, beams)]
-    best_score, best = max(finished, key=lambda pair: pair[0])
+    _, best = max(finished, key=lambda pair: pair[0])
     return best[None]
-
-
-# -----------------------------------------------------------------------------
-# Loading a model and its tokenizer
-
-
-def load_checkpoint(out_dir, device):
-    """The model and tokenizer saved by train.py in out_dir/ckpt.pt."""
-    path = Path(out_dir) / "ckpt.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: train one with `python train.py`, "
-                                "or sample from GPT-2 weights with --init-from PATH_TO_HF_GPT2_DIR")
-    checkpoint = load_tensors(path, "write a new one with `python train.py`")
-    try:
-        model = GPT.from_checkpoint_dict(checkpoint).to(device)
-        tokenizer = Tokenizer.loads(checkpoint["tokenizer"])
-    except Exception as error:  # another format: a missing key, wrong shapes
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise ValueError(f"{path} is not a usable checkpoint ({reason}); "
-                         "write a new one with `python train.py`") from None
-    return model, tokenizer
-
-
-def load_pretrained(spec):
-    """Weights and their tokenizer: a train.py or finetune.py checkpoint, or a Hugging Face folder
-    of GPT-2 or GPT-1 (config.json, model.safetensors, vocab.json, merges.txt), GPT-1's release
-    folder or a Hub name, the tokenizer's files next to the weights."""
-    path = resolve_model(spec)
-    if path.is_file():
-        checkpoint = read_checkpoint(path)
-        return GPT.from_checkpoint_dict(checkpoint), Tokenizer.loads(checkpoint["tokenizer"])
-    return GPT.from_pretrained(path), load_tokenizer(str(path))
 
 
 # -----------------------------------------------------------------------------
@@ -196,10 +166,11 @@ def load_pretrained(spec):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", default="out", help="directory with ckpt.pt written by train.py")
-    p.add_argument("--init-from", metavar="MODEL", help="a checkpoint, a Hugging Face folder of GPT-2 "
-                   f"or GPT-1, GPT-1's release folder, or a Hub name: {', '.join(HUB_NAMES)}")
+    p.add_argument("--init-from", metavar="MODEL", help=f"{INIT_FROM_HELP} (default: "
+                   "--out-dir's ckpt.pt)")
     p.add_argument("--prompt", help="text to continue (default: --prompt-file, else stdin, "
                                     "else empty: start from <|endoftext|>)")
     p.add_argument("--prompt-file", help="read the prompt from this file ('-' for stdin)")
@@ -210,20 +181,25 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy decoding")
     p.add_argument("--top-k", type=int, help="sample only from the k most likely tokens")
-    p.add_argument("--top-p", type=float, help="nucleus sampling: the most likely tokens with mass >= p")
+    p.add_argument("--top-p", type=float,
+                   help="nucleus sampling: the most likely tokens with mass >= p")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument("--beam", type=int, metavar="N", help="beam search with N beams (ignores sampling options)")
-    p.add_argument("--length-penalty", type=float, default=1.0, help="beam search: score / length**this")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeating tokens")
+    p.add_argument("--beam", type=int, metavar="N",
+                   help="beam search with N beams (ignores sampling options)")
+    p.add_argument("--length-penalty", type=float, default=1.0,
+                   help="beam search: score / length**this")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="> 1 discourages repeating tokens")
     p.add_argument("--stop", action="append", default=[], metavar="STRING",
                    help="stop when this text appears (repeatable); <|endoftext|> always stops")
     p.add_argument("--seed", type=int, help="random seed, for reproducible samples")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="print tokens as they are made (default: when writing to a terminal)")
-    p.add_argument("--no-kv-cache", action="store_true", help="recompute the whole context every step")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-kv-cache", action="store_true",
+                   help="recompute the whole context every step")
+    p.add_argument("--device", default="", help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                   help="default: bfloat16 on CUDA, float32 elsewhere")
+                   help="default: bfloat16 on CUDA (float16 if unsupported), float32 elsewhere")
     return p.parse_args(argv)
 
 
@@ -240,8 +216,6 @@ def check_args(args):
         raise ValueError("--beam must be >= 1")
     if not args.repetition_penalty > 0:
         raise ValueError("--repetition-penalty must be > 0 (1 means no penalty)")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: this PyTorch sees no CUDA GPU; use --device cpu")
 
 
 def read_prompt(args):
@@ -253,7 +227,8 @@ def read_prompt(args):
         try:
             return Path(args.prompt_file).read_text(encoding="utf-8")
         except OSError as error:
-            raise FileNotFoundError(f"cannot read --prompt-file {args.prompt_file}: {error.strerror}") from None
+            raise FileNotFoundError(f"cannot read --prompt-file {args.prompt_file}: "
+                                    f"{error.strerror}") from None
     return ""
 
 
@@ -303,21 +278,24 @@ def write_sample(tokenizer, tokens, stops, stream):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with one_line_errors():
         check_args(args)
+        device = pick_device(args.device)
         if args.init_from:
-            model, tokenizer = load_pretrained(args.init_from)
-        else:
-            model, tokenizer = load_checkpoint(args.out_dir, "cpu")
-        dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-        model = model.to(device=args.device, dtype=getattr(torch, dtype)).eval()
+            model, tokenizer, _ = load_model(args.init_from)
+        else:  # what train.py wrote
+            path = Path(args.out_dir) / "ckpt.pt"
+            if not path.is_file():
+                raise FileNotFoundError(f"no checkpoint at {path}: train one with `python "
+                                        "train.py`, or give --init-from MODEL")
+            model, tokenizer, _ = load_model(path, fix="write a new one with `python train.py`")
+        dtype = args.dtype or default_dtype(device)
+        model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                              f"{model.config.vocab_size}: they do not belong together")
         prompt = read_prompt(args)
         ids = encode_prompt(tokenizer, prompt, model.config.block_size, args.allow_special)
-    except (OSError, ValueError, RuntimeError, KeyError) as error:
-        sys.exit(f"error: {error}")
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
@@ -326,7 +304,7 @@ def main(argv=None):
     # GPT-1's tokens end a word with a space (</w>), which the prompt's last word is still owed.
     ends_word = tokenizer.token_bytes(ids[-1]).endswith(b" ") and not prompt.endswith(" ")
     owed_space = " " if ends_word else ""
-    idx = torch.tensor([ids], device=args.device)
+    idx = torch.tensor([ids], device=device)
     try:
         for i in range(args.num_samples):
             if i > 0:
@@ -334,17 +312,20 @@ def main(argv=None):
             print(prompt + owed_space, end="", flush=True)
             if args.beam:
                 out = beam_search(model, idx, args.max_new_tokens, args.beam, stop_ids=stop_ids,
-                                  length_penalty=args.length_penalty, use_kv_cache=not args.no_kv_cache)
+                                  length_penalty=args.length_penalty,
+                                  use_kv_cache=not args.no_kv_cache)
                 tokens = out[0, idx.size(1):].tolist()
             else:
                 tokens = (token.item() for token in generate_stream(
-                    model, idx, args.max_new_tokens, temperature=0 if args.greedy else args.temperature,
-                    top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                    model, idx, args.max_new_tokens,
+                    temperature=0 if args.greedy else args.temperature, top_k=args.top_k,
+                    top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                     use_kv_cache=not args.no_kv_cache))
-            tokens = itertools.takewhile(lambda t: t not in stop_ids, tokens)  # <|endoftext|> ends the text
+            tokens = itertools.takewhile(lambda t: t not in stop_ids, tokens)  # <|endoftext|>: end
             write_sample(tokenizer, tokens, args.stop, stream)
     except KeyboardInterrupt:  # Ctrl-C: write_sample has printed the text made so far
         sys.exit(130)
+
 
 if __name__ == "__main__":
     main()

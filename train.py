@@ -1,14 +1,16 @@
 """
 Pretrain a GPT on a text corpus: the first stage of GPT-1 (section 3.1) and all of GPT-2.
 
-    python train.py                                    # built-in corpus: Python's own standard library
-    python train.py --data input.txt --model gpt-mini  # a text file, a folder of text files, or .bin files
+    python train.py                                    # built-in corpus: Python's standard library
+    python train.py --data input.txt --model gpt-mini  # a text file, a folder of them, .bin files
     python train.py --config configs/gpt2-124m.json    # a named recipe (JSON), then flags on top
-    python train.py --resume                           # continue out/ckpt.pt exactly where it stopped
+    python train.py --init-from gpt2 --data input.txt  # continue GPT-2's pretraining on your text
+    python train.py --resume                           # continue out/ckpt.pt exactly where it was
     torchrun --standalone --nproc_per_node=8 train.py  # 8 GPUs with DistributedDataParallel
 
 Reading order: the settings, the data (prepared once, then sampled), the learning-rate schedule,
-checkpoints, the training loop, the entry point.
+the out dir and checkpoints, building a run, the steps of the loop, the run itself (pretrain), the
+command line.
 """
 
 import argparse
@@ -17,11 +19,11 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import shutil
 import signal
 import sys
 import sysconfig
+import textwrap
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -37,9 +39,8 @@ try:
 except ImportError:
     fcntl = None
 
-from bpe import ENDOFTEXT, Tokenizer, load_tokenizer, read_text, text_files
-import gpt
-from gpt import GPT, GPTConfig
+from bpe import ENDOFTEXT, Tokenizer, load_tokenizer, one_line_errors, read_text, text_files
+from gpt import INIT_FROM_HELP, GPT, GPTConfig, add_tokens, load_model
 
 
 def flag(default, help):
@@ -49,24 +50,28 @@ def flag(default, help):
 @dataclass
 class TrainConfig:
     # data
-    data: str = flag("", "text file, folder of text files, or prepared folder with train.bin/val.bin; "
-                         "empty: the Python standard library's source")
-    tokenizer: str = flag("", "empty: train a BPE on the corpus; gpt2:DIR: GPT-2's vocabulary; or a bpe.py file")
+    data: str = flag("", "text file, folder of text files, or prepared folder with train.bin and "
+                         "val.bin; empty: the Python standard library's source")
+    tokenizer: str = flag("", "a bpe.py file, or a model's folder (DIR or gpt2:DIR) for its "
+                              "vocabulary; empty: --init-from's, or a BPE trained on the corpus")
     vocab_size: int = flag(4096, "vocabulary size of the BPE trained on the corpus")
-    cache_dir: str = flag("data_cache", "where prepared corpora (tokenizer, train.bin, val.bin) are kept")
+    cache_dir: str = flag("data_cache", "where prepared corpora (tokenizer, .bin files) are kept")
     # model
-    model: str = flag("", "a GPTConfig preset (gpt1, gpt2, gpt-mini, ...); empty: chosen for the device")
+    model: str = flag("", "a GPTConfig preset (gpt1, gpt2, gpt-mini, ...); empty: for the device")
     block_size: int = flag(0, "context length; 0: chosen for the device")
     dropout: float = flag(-1.0, "dropout; -1: the preset's")
-    init_from: str = flag("", "gpt2:DIR starts from GPT-2 weights in a Hugging Face folder")
+    init_from: str = flag("", INIT_FROM_HELP)  # empty: a new model
     attention: str = flag("auto", "auto, math, sdpa or triton")
-    kernels: bool = flag(True, "on CUDA, use the Triton kernels of kernels/ (LayerNorm, and attention when auto)")
+    kernels: bool = flag(True, "on CUDA, the Triton kernels of kernels/ (LayerNorm, and attention "
+                               "when auto)")
     compile: bool = flag(False, "torch.compile the model")
     # optimization
     batch_size: int = flag(0, "sequences per micro-batch per process; 0: chosen for the device")
-    batch_tokens: int = flag(0, "tokens per optimizer step (gradient accumulation reaches it); 0: one micro-batch")
+    batch_tokens: int = flag(0, "tokens per optimizer step (gradient accumulation reaches it); "
+                                "0: one micro-batch")
     max_iters: int = flag(0, "optimizer steps; 0: chosen for the device")
-    lr_decay_iters: int = flag(0, "steps over which the cosine decays; 0: max_iters (stop early with a larger value)")
+    lr_decay_iters: int = flag(0, "steps over which the cosine decays; 0: max_iters (stop early "
+                                  "with a larger value)")
     learning_rate: float = flag(0.0, "peak learning rate; 0: chosen for the device")
     min_lr_ratio: float = flag(0.1, "the cosine decays to learning_rate times this")
     warmup_iters: int = flag(-1, "linear warmup steps; -1: 5%% of max_iters")
@@ -76,7 +81,8 @@ class TrainConfig:
     grad_clip: float = flag(1.0, "clip the gradient norm to this; 0: off")
     # running
     device: str = flag("", "cuda, mps or cpu; empty: the best available")
-    dtype: str = flag("", "bfloat16, float16 or float32; empty: bfloat16 on CUDA (float16 if unsupported), else float32")
+    dtype: str = flag("", "bfloat16, float16 or float32; empty: bfloat16 on CUDA (float16 if "
+                          "unsupported), else float32")
     seed: int = flag(1337, "random seed")
     out_dir: str = flag("out", "checkpoints, log and plot go here")
     eval_interval: int = flag(0, "evaluate and checkpoint every this many steps; 0: 10 times a run")
@@ -91,10 +97,12 @@ class TrainConfig:
 # The settings left at 0 or "" above depend on the machine: the default run takes about ten minutes
 # on a 2-core CPU, and on a GPU with the 124M GPT-2 in bfloat16.
 DEVICE_DEFAULTS = {
-    "cpu": dict(model="gpt-micro", block_size=256, batch_size=16, max_iters=1000, learning_rate=3e-3),
-    "mps": dict(model="gpt-mini", block_size=256, batch_size=16, max_iters=2000, learning_rate=1e-3),
+    "cpu": dict(model="gpt-micro", block_size=256, batch_size=16, max_iters=1000,
+                learning_rate=3e-3),
+    "mps": dict(model="gpt-mini", block_size=256, batch_size=16, max_iters=2000,
+                learning_rate=1e-3),
     # about 157M tokens: ~6 minutes at 50% MFU on an H100/H200 (estimated, not yet measured here);
-    # the built-in corpus is only ~3M tokens, so dropout keeps the many passes over it from overfitting
+    # the built-in corpus is only ~3M tokens: dropout keeps the many passes over it from overfitting
     "cuda": dict(model="gpt2", block_size=1024, batch_size=16, batch_tokens=2**18, max_iters=600,
                  learning_rate=6e-4, dropout=0.1),
 }
@@ -104,12 +112,35 @@ DEVICE_DEFAULTS = {
 AUTOMATIC = ("model", "block_size", "batch_size", "max_iters", "learning_rate")
 
 
-def fill_defaults(config: TrainConfig, device_type: str, explicit: set) -> TrainConfig:
-    config = dataclasses.replace(config, **{k: v for k, v in DEVICE_DEFAULTS[device_type].items() if k not in explicit})
+def resolve_settings(config: TrainConfig, asked: set, device_type: str, saved=None) -> TrainConfig:
+    """The run's settings, merged in one order, each source winning over the ones before it:
+    1. TrainConfig's defaults;
+    2. for a new run, DEVICE_DEFAULTS of this device; for a resumed run, the settings it was
+       started with (saved in its checkpoint), so that it goes on as it began;
+    3. what was asked for (`asked` names them): the --config recipe, then the command line's flags;
+    4. the settings that follow from others: warmup over 5% of max_iters, 10 evaluations in a run,
+       and the cosine over the whole run.
+    Then every setting is checked, before any work is done."""
+    ours = {k: getattr(config, k) for k in asked}
+    if saved:
+        saved = dataclasses.asdict(TrainConfig(**saved))  # a setting added since: its default
+        shape = {"model", "block_size", "vocab_size", "tokenizer", "data", "init_from"}
+        if changed := sorted(k for k in asked & shape if ours[k] != saved[k]):
+            was = ", ".join(f"{k}={saved[k]!r}" for k in changed)
+            raise ValueError(f"{Path(config.out_dir) / 'ckpt.pt'} was trained with other "
+                             f"{', '.join(changed)} ({was}); drop those flags to resume, or use a "
+                             "new --out-dir")
+        base = saved
+    else:
+        base = {**dataclasses.asdict(TrainConfig()), **DEVICE_DEFAULTS[device_type]}
+    config = TrainConfig(**{**base, **ours})
     if config.warmup_iters < 0:
         config.warmup_iters = max(1, config.max_iters // 20)
     config.eval_interval = config.eval_interval or max(1, config.max_iters // 10)
     config.lr_decay_iters = config.lr_decay_iters or config.max_iters
+    check_config(config)
+    if not saved and not config.init_from:
+        GPTConfig.preset(config.model)  # an unknown name fails now, not after preparing the data
     return config
 
 
@@ -148,13 +179,14 @@ def builtin_corpus() -> list[Path]:
     return [f for f in sorted(stdlib.rglob("*.py")) if not skip & set(f.relative_to(stdlib).parts)]
 
 
-def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> Path:
+def prepare_data(config: TrainConfig, log=print, expect: str | None = None, tokenizer=None) -> Path:
     """Tokenize the corpus into uint16 (or uint32) token files, or reuse the cache when neither the
     corpus nor the tokenizer changed. Returns the folder with train.bin, val.bin, meta.json.
 
     The folder's name ends with a fingerprint of the corpus and the tokenizer, so two corpora never
     share one, and it is built under a temporary name, then renamed: a folder found under its own
-    name is complete. `expect`: a resumed run's fingerprint, which the corpus must still have."""
+    name is complete. `expect`: a resumed run's fingerprint, which the corpus must still have.
+    `tokenizer`: the one to use (--init-from's); None: --tokenizer's, or a BPE trained here."""
     source = Path(config.data) if config.data else None
     if source and (source / "train.bin").is_file() and (source / "val.bin").is_file():
         return source  # already prepared
@@ -164,7 +196,8 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> P
     files = text_files([source]) if source else builtin_corpus()
     if not files:
         raise ValueError(f"no text files (.txt .md .rst .py) in {source}")
-    tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else None
+    if config.tokenizer:
+        tokenizer = load_tokenizer(config.tokenizer)
     recipe = tokenizer.dumps() if tokenizer else config.vocab_size  # the tokenizer, or its recipe
     fingerprint = hashlib.sha256(f"v2 {recipe}".encode())
     texts = []
@@ -177,13 +210,15 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> P
     if expect and fingerprint != expect:  # a new BPE would give the checkpoint's ids other meanings
         raise ValueError(f"--resume: the corpus {source or ''} or its tokenizer changed since the "
                          "checkpoint was written; restore them, or start anew in another --out-dir")
-    tokenizer_name = "gpt2" if config.tokenizer.startswith("gpt2:") else Path(config.tokenizer).stem or "bpe"
+    spec = config.tokenizer or config.init_from
+    tokenizer_name = "gpt2" if spec.startswith("gpt2:") else Path(spec).stem or "bpe"
     name = f"{source.stem if source else 'stdlib'}-{tokenizer_name}-{fingerprint[:12]}"
     folder = Path(config.cache_dir) / name
     if (folder / "meta.json").is_file():
         log(f"data: reusing {folder}")
         return folder
-    log(f"data: preparing {folder} from {len(files)} files ({sum(map(len, texts)) / 1e6:.1f}M characters)")
+    log(f"data: preparing {folder} from {len(files)} files "
+        f"({sum(map(len, texts)) / 1e6:.1f}M characters)")
 
     # A fixed held-out split: every 20th document, or the last 10% of the text when there are few.
     if len(texts) >= 20:
@@ -194,9 +229,10 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> P
         train_texts, val_texts = [text[:cut]], [text[cut:]]
     if tokenizer is None:
         log(f"data: training a {config.vocab_size}-token BPE on the training split")
-        tokenizer = Tokenizer.train(train_texts, config.vocab_size, special_tokens=[ENDOFTEXT], verbose=True)
+        tokenizer = Tokenizer.train(train_texts, config.vocab_size, special_tokens=[ENDOFTEXT],
+                                    verbose=True)
     if tokenizer.eot_id is None:
-        raise ValueError(f"tokenizer {config.tokenizer} has no {ENDOFTEXT} token to separate documents")
+        raise ValueError(f"tokenizer {spec} has no {ENDOFTEXT} token to separate documents")
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
     building = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
     building.mkdir(parents=True, exist_ok=True)
@@ -210,8 +246,7 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None) -> P
         tokenizer.save(building / "tokenizer.bpe")
         meta = dict(fingerprint=fingerprint, dtype=np.dtype(dtype).name,
                     vocab_size=tokenizer.vocab_size, train_tokens=sizes["train"],
-                    val_tokens=sizes["val"],
-                    val_bytes=sum(len(t.encode("utf-8")) for t in val_texts))
+                    val_tokens=sizes["val"], val_bytes=sum(len(t.encode()) for t in val_texts))
         (building / "meta.json").write_text(json.dumps(meta, indent=1))
         os.rename(building, folder)
     except OSError:
@@ -230,7 +265,7 @@ class Batches:
 
     def __init__(self, folder: Path, dtype, block_size: int, seed: int):
         self.folder, self.dtype, self.block_size = folder, dtype, block_size
-        self.generator = torch.Generator().manual_seed(seed)  # its state is the position in the data
+        self.generator = torch.Generator().manual_seed(seed)  # its state: where the data is read
 
     def tokens(self, split):
         return np.memmap(self.folder / f"{split}.bin", dtype=self.dtype, mode="r")
@@ -238,68 +273,66 @@ class Batches:
     def offsets(self, split, count, generator=None):
         high = len(self.tokens(split)) - self.block_size - 1
         if high <= 0:
-            raise ValueError(f"{self.folder / split}.bin has fewer tokens than block_size + 1; use a smaller --block-size")
+            raise ValueError(f"{self.folder / split}.bin has fewer tokens than block_size + 1; "
+                             "use a smaller --block-size")
         return torch.randint(high, (count,), generator=generator or self.generator)
 
     def get(self, split, offsets, device):
         data = self.tokens(split)
-        window = torch.from_numpy(np.stack([data[o:o + self.block_size + 1].astype(np.int64) for o in offsets.tolist()]))
-        x, y = window[:, :-1], window[:, 1:]
-        if device.type == "cuda":
-            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-        return x.to(device), y.to(device)
+        window = torch.from_numpy(np.stack([data[o:o + self.block_size + 1].astype(np.int64)
+                                            for o in offsets.tolist()]))
+        if device.type == "cuda":  # copied while the GPU works on the previous batch
+            window = window.pin_memory().to(device, non_blocking=True)
+        return window[:, :-1].to(device), window[:, 1:].to(device)
+
+
+def load_data(config: TrainConfig, tokenizer, checkpoint, rank: int, log):
+    """The run's batches, the prepared data's meta.json and its tokenizer. Rank 0 prepares the data;
+    under torchrun the others wait, then find it ready. tokenizer: --init-from's or a resumed run's
+    (None: --tokenizer's, or a BPE trained on the corpus)."""
+    given = tokenizer if config.init_from and not config.tokenizer else None
+    expect = checkpoint.get("data_fingerprint") if checkpoint else None
+    if rank == 0:
+        folder = prepare_data(config, log, expect, given)
+    if dist.is_initialized():
+        dist.barrier()  # the other processes wait for rank 0, then find the data prepared
+        if rank != 0:
+            folder = prepare_data(config, lambda *args: None, expect, given)
+    meta_file, tokenizer = folder / "meta.json", given
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    if (folder / "tokenizer.bpe").is_file():
+        tokenizer = load_tokenizer(str(folder / "tokenizer.bpe"))
+    elif config.tokenizer:
+        tokenizer = load_tokenizer(config.tokenizer)
+    elif tokenizer is None:
+        raise ValueError(f"{folder} has no tokenizer.bpe: name the tokenizer of its .bin files "
+                         "with --tokenizer FILE or DIR")
+    if checkpoint and tokenizer.dumps() != checkpoint["tokenizer"]:
+        raise ValueError(f"{folder} was not made with the tokenizer of {config.out_dir}/ckpt.pt; "
+                         "resume on the run's own data, or start a new run in another --out-dir")
+    batches = Batches(folder, np.dtype(meta.get("dtype", "uint16")), config.block_size, config.seed)
+    for split in ("train", "val") if folder == Path(config.data) else ():  # made elsewhere: check
+        if (largest := int(batches.tokens(split).max(initial=0))) >= tokenizer.vocab_size:
+            raise ValueError(f"{folder / split}.bin holds token id {largest}, the tokenizer has "
+                             f"{tokenizer.vocab_size}: name the one it was made with (--tokenizer)")
+    return batches, meta, tokenizer
 
 
 # -----------------------------------------------------------------------------
 # Learning rate: linear warmup, then cosine decay to a floor (GPT-1 section 4.1; GPT-2 kept it)
 
-def learning_rate(step: int, config: TrainConfig) -> float:
+def lr_schedule(step: int, config: TrainConfig) -> float:
     if step < config.warmup_iters:
         return config.learning_rate * (step + 1) / config.warmup_iters
-    progress = min(1.0, (step - config.warmup_iters) / max(1, config.lr_decay_iters - config.warmup_iters))
+    decay_steps = max(1, config.lr_decay_iters - config.warmup_iters)
+    progress = min(1.0, (step - config.warmup_iters) / decay_steps)
     floor = config.learning_rate * config.min_lr_ratio
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.learning_rate - floor)
 
 
 # -----------------------------------------------------------------------------
-# Checkpoints: written atomically, loaded without running code (weights_only=True)
-
-def save_checkpoint(path: Path, state: dict):
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # this process's own name
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)  # a crash mid-save leaves the previous checkpoint whole
-    finally:
-        temporary.unlink(missing_ok=True)  # a failed save (disk full, Ctrl-C) leaves no half file
-
-
-def load_tensors(path, fix: str) -> dict:
-    """torch.load(weights_only=True): tensors, numbers and strings, never code. torch's advice on
-    failure, to retry with weights_only=False, would run whatever the file holds: never repeated."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        if "GLOBAL" in str(error):  # a class or function the safe unpickler refuses to import
-            problem = "holds objects other than tensors (they can run code): it will not be loaded"
-        else:  # torch's reason, but not the unpickler's: it advises the unsafe flag
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-            reason = "" if isinstance(error, pickle.UnpicklingError) else f" ({reason})"
-            problem = f"cannot be read{reason}: it is truncated or corrupt, or not a checkpoint"
-        raise ValueError(f"{path} {problem}; {fix}") from None
-
-
-def load_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise ValueError(f"--resume: no checkpoint at {path}; start a run without --resume")
-    checkpoint = load_tensors(path, "move it away and start again without --resume")
-    missing = {"model", "config", "train_config", "optimizer", "step", "rng", "tokenizer"} - set(checkpoint)
-    if missing:
-        raise ValueError(f"{path} is not a train.py checkpoint (missing {', '.join(sorted(missing))})")
-    return checkpoint
-
-
-# -----------------------------------------------------------------------------
-# The out dir: one run at a time, and a run's results are never replaced by accident
+# The out dir: one run at a time, a run's results never replaced by accident, and checkpoints
+# written atomically (read by gpt.load_model, without running code)
 
 RUN_FILES = ("ckpt.pt", "best.pt", "log.jsonl", "loss.png")
 
@@ -333,280 +366,214 @@ def previous_run(out_dir: Path, names) -> list[str]:
     return found
 
 
-# -----------------------------------------------------------------------------
-# Training
+def open_out_dir(config: TrainConfig, rank: int):
+    """A new run is refused where a run is (Hugging Face Trainer's rule too) unless --overwrite;
+    --resume reads the run's ckpt.pt: its model, tokenizer and the rest (step, optimizer...)."""
+    out_dir = Path(config.out_dir)
+    found = previous_run(out_dir, RUN_FILES) if rank == 0 else []
+    if found and not config.resume and not config.overwrite:
+        raise ValueError(f"{out_dir} holds a run ({', '.join(found)}): continue it with --resume, "
+                         "replace it with --overwrite, or use another --out-dir")
+    if not config.resume:
+        return None, None, None
+    path = out_dir / "ckpt.pt"
+    if not path.is_file():
+        raise ValueError(f"--resume: no checkpoint at {path}; start a run without --resume")
+    model, tokenizer, checkpoint = load_model(path, "move it away and start again without --resume")
+    if missing := {"train_config", "optimizer", "step", "rng"} - set(checkpoint):
+        raise ValueError(f"{path} is not a train.py checkpoint (no {', '.join(sorted(missing))})")
+    return model, tokenizer, checkpoint
 
-def check_device(name: str) -> torch.device:
-    """The device, if this machine has it: a missing GPU fails now, not after the data is ready."""
-    device = torch.device(name)  # an unknown name raises
+
+def start_log(out_dir: Path, resume: bool, step: int):
+    """A new run deletes what an old one left (--overwrite); a resumed run continues its log from
+    the checkpoint's step: what came after it is done again."""
+    if not resume:
+        for name in RUN_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+    log_file = out_dir / "log.jsonl"
+    lines = log_file.read_text().splitlines() if resume and log_file.is_file() else []
+    log_file.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= step))
+
+
+def record(out_dir: Path, entry: dict):
+    with open(out_dir / "log.jsonl", "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def save_checkpoint(path: Path, state: dict):
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # this process's own name
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)  # a crash mid-save leaves the previous checkpoint whole
+    finally:
+        temporary.unlink(missing_ok=True)  # a failed save (disk full, Ctrl-C) leaves no half file
+
+
+# -----------------------------------------------------------------------------
+# Building a run: the device and the processes, the optimizer, the precision
+
+def pick_device(name: str = "") -> torch.device:
+    """The device named, or the best this machine has (cuda, then mps, then cpu), for every script.
+    A missing GPU fails now, not after the data is ready."""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    device = torch.device(name or next((kind for kind in available if available[kind]), "cpu"))
     if not available.get(device.type, True):
         raise ValueError(f"--device {name}: this machine (or this PyTorch) has no {device.type} "
                          "device; use --device cpu, or leave --device out")
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
     return device
 
 
-def setup_device(config: TrainConfig):
-    """The device of this process; under torchrun, also join the process group (NCCL between GPUs,
-    gloo between CPU processes) and take the GPU numbered LOCAL_RANK on this machine."""
-    name = config.device or ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
-    check_device(name)
-    if "RANK" in os.environ:
-        dist.init_process_group("nccl" if name == "cuda" else "gloo")
-        if name == "cuda":
-            name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-            torch.cuda.set_device(name)
-    torch.set_float32_matmul_precision("high")  # TF32 matmuls on GPUs that have them
-    return torch.device(name)
+def default_dtype(device: torch.device) -> str:
+    """bfloat16 on CUDA (float16 on GPUs without it), float32 elsewhere."""
+    if device.type != "cuda":
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
-def build_model(config: TrainConfig, tokenizer: Tokenizer, checkpoint) -> GPT:
-    """The checkpoint's model when resuming, GPT-2's weights with --init-from, else a new model."""
-    if checkpoint:
-        model = GPT.from_checkpoint_dict(checkpoint)
-    elif config.init_from:
-        model = GPT.from_pretrained(config.init_from.removeprefix("gpt2:"))
-    else:
-        overrides = {"block_size": config.block_size, "vocab_size": tokenizer.vocab_size}
-        if config.dropout >= 0:
-            overrides["dropout"] = config.dropout
-        model = GPT(GPTConfig.preset(config.model, **overrides))
-    if model.config.vocab_size < tokenizer.vocab_size:
-        raise ValueError(f"the model has {model.config.vocab_size} token embeddings, the tokenizer {tokenizer.vocab_size}")
-    model.attention = config.attention
-    return model
+def join_processes(device: torch.device) -> torch.device:
+    """Under torchrun: join the process group (NCCL between GPUs, gloo between CPU processes) and
+    take the GPU numbered LOCAL_RANK on this machine."""
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
+        torch.cuda.set_device(device)
+    return device
 
 
-def make_optimizer(model: GPT, config: TrainConfig, device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: biases and LayerNorm gains are not pulled to zero.
-    parameters() lists the tied embedding / output matrix once."""
+def make_optimizer(model, learning_rate, weight_decay, betas, device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: biases and LayerNorm gains are not pulled to zero
+    (GPT-1 section 4.1: "L2 regularization ... on all non bias or gain weights"). parameters()
+    lists the tied embedding / output matrix once."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2),
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas,
                              fused=device.type == "cuda")  # one kernel for all parameters
 
 
-def train(config: TrainConfig, explicit: set):
-    distributed = "RANK" in os.environ  # started by torchrun
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    master = rank == 0
-    log = print if master else (lambda *args, **kwargs: None)
-    device = setup_device(config)
-    out_dir, checkpoint_path = Path(config.out_dir), Path(config.out_dir) / "ckpt.pt"
-    found = previous_run(out_dir, RUN_FILES) if master else []
-    if found and not config.resume and not config.overwrite:  # Hugging Face Trainer's rule too
-        raise ValueError(f"{out_dir} holds a run ({', '.join(found)}): continue it with --resume, "
-                         "replace it with --overwrite, or use another --out-dir")
+@dataclass
+class Run:
+    """What the steps of a run work with, made once before the loop by build_run."""
+    config: TrainConfig
+    model: GPT  # evaluated, saved and sampled
+    step_model: torch.nn.Module  # what the optimization step calls: the model compiled, or in DDP
+    optimizer: torch.optim.AdamW
+    scaler: torch.amp.GradScaler
+    autocast: object  # the context that computes in the run's dtype (none in float32)
+    batches: Batches
+    tokenizer: object
+    meta: dict  # of the prepared data
+    device: torch.device
+    rank: int  # this process, of world_size (torchrun)
+    world_size: int
+    accumulation: int  # micro-batches per optimizer step, over all processes
 
-    checkpoint = load_checkpoint(checkpoint_path) if config.resume else None
-    if checkpoint:  # the run's own settings, except what this command line says (e.g. a longer --max-iters)
-        saved = TrainConfig(**checkpoint["train_config"])
-        shape = {"model", "block_size", "vocab_size", "tokenizer", "data", "init_from"}
-        if changed := sorted(k for k in explicit & shape if getattr(config, k) != getattr(saved, k)):
-            raise ValueError(f"{checkpoint_path} was trained with other {', '.join(changed)} "
-                             f"({', '.join(f'{k}={getattr(saved, k)!r}' for k in changed)}); "
-                             "drop those flags to resume, or use a new --out-dir")
-        config = dataclasses.replace(saved, **{k: getattr(config, k) for k in explicit})
-    else:
-        config = fill_defaults(config, device.type, explicit)
-        if not config.init_from:
-            GPTConfig.preset(config.model)  # an unknown name fails now, not after preparing the data
-    check_config(config)
-    torch.manual_seed(config.seed + rank)
-    gpt.USE_KERNELS = config.kernels
 
-    # Data (rank 0 prepares, the others wait for it), tokenizer and model.
-    if config.init_from and not config.tokenizer:
-        config.tokenizer = config.init_from  # GPT-2 weights need GPT-2's vocabulary
-    expect = checkpoint.get("data_fingerprint") if checkpoint else None
-    if master:
-        folder = prepare_data(config, log, expect)
-    if distributed:
-        dist.barrier()  # the other processes wait for rank 0, then find the data prepared
-        if not master:
-            folder = prepare_data(config, lambda *args: None, expect)
-    meta_file = folder / "meta.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    if (folder / "tokenizer.bpe").is_file():
-        tokenizer = load_tokenizer(str(folder / "tokenizer.bpe"))
-    elif config.tokenizer:
-        tokenizer = load_tokenizer(config.tokenizer)
-    else:
-        raise ValueError(f"{folder} has no tokenizer.bpe: name the tokenizer of its .bin files with --tokenizer gpt2:DIR or FILE")
-    if checkpoint and tokenizer.dumps() != checkpoint["tokenizer"]:
-        raise ValueError(f"{folder} was not made with the tokenizer of {checkpoint_path}; resume "
-                         "on the run's own data, or start a new run in another --out-dir")
-    batches = Batches(folder, np.dtype(meta.get("dtype", "uint16")), config.block_size, config.seed)
-    for split in ("train", "val") if folder == Path(config.data) else ():  # made elsewhere: check
-        if (largest := int(batches.tokens(split).max(initial=0))) >= tokenizer.vocab_size:
-            raise ValueError(f"{folder / split}.bin holds token id {largest}, the tokenizer has "
-                             f"{tokenizer.vocab_size}: name the one it was made with (--tokenizer)")
-    eval_offsets = batches.offsets("val", config.eval_iters * config.batch_size, torch.Generator().manual_seed(0))
-
-    model = build_model(config, tokenizer, checkpoint).to(device)
-    log(f"model: {config.init_from or config.model}, {model.num_params() / 1e6:.2f}M parameters, {model.config}")
-    optimizer = make_optimizer(model, config, device)
-    dtype = config.dtype or ("float32" if device.type != "cuda" else
-                             "bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+def build_run(config, model, tokenizer, batches, meta, device, rank, world_size, dtype) -> Run:
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay,
+                               (config.beta1, config.beta2), device)
     autocast = (nullcontext() if dtype == "float32" else
                 torch.autocast(device_type=device.type, dtype=getattr(torch, dtype)))
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")  # fp16 gradients underflow without it
-
-    step, best_val_loss = 0, float("inf")
-    if checkpoint:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if checkpoint.get("scaler"):
-            scaler.load_state_dict(checkpoint["scaler"])
-        step, best_val_loss = checkpoint["step"], checkpoint.get("best_val_loss", best_val_loss)
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        batches.generator.set_state(checkpoint["rng"]["data"])
-        if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
-        log(f"resuming {checkpoint_path} at step {step}")
-        del checkpoint
-
-    raw_model = model
-    if config.compile:
-        model = torch.compile(model)
-    if distributed:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    # The global batch: `accumulation` micro-batches of batch_size sequences. Every process draws the
-    # same offsets and reads its own share, so W processes see exactly the batch of one.
+    # float16 gradients underflow without loss scaling; bfloat16 has float32's range
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")
+    step_model = torch.compile(model) if config.compile else model
+    if dist.is_initialized():
+        step_model = DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None)
+    # The global batch, batch_tokens: micro-batches of batch_size sequences, some on each process.
     micro_tokens = config.batch_size * config.block_size
-    accumulation = max(world_size, (config.batch_tokens or micro_tokens) // micro_tokens // world_size * world_size)
-    tokens_per_step = accumulation * micro_tokens
-    log(f"batch: {tokens_per_step:,} tokens per step = {accumulation} micro-batches of {config.batch_size} x "
-        f"{config.block_size} over {world_size} process(es); {config.max_iters} steps on {device} in {dtype}")
-    bits_per_token_to_bpb = meta.get("val_tokens", 0) / meta["val_bytes"] / math.log(2) if meta.get("val_bytes") else None
-    # FLOPs per token for MFU: 6 per weight (forward 2, backward 4) plus the attention scores
-    # (PaLM, appendix B): 6N + 12 * n_layer * n_embd * block_size.
-    c = raw_model.config
-    flops_per_token = 6 * raw_model.num_params() + 12 * c.n_layer * c.n_embd * c.block_size
-    peak_flops = peak_bf16_flops(device)
+    accumulation = (config.batch_tokens or micro_tokens) // micro_tokens // world_size * world_size
+    return Run(config, model, step_model, optimizer, scaler, autocast, batches, tokenizer, meta,
+               device, rank, world_size, max(world_size, accumulation))
 
-    def checkpoint_state():
-        return {"model": raw_model.state_dict(), "config": dataclasses.asdict(raw_model.config),
-                "train_config": dataclasses.asdict(config), "tokenizer": tokenizer.dumps(),
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "step": step, "best_val_loss": best_val_loss,
-                "data_fingerprint": meta.get("fingerprint"),
-                "rng": {"torch": torch.get_rng_state(), "data": batches.generator.get_state(),
-                        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}}
 
-    @torch.no_grad()
-    def evaluate():
-        raw_model.eval()
-        losses = []
-        for chunk in eval_offsets.split(config.batch_size):
-            x, y = batches.get("val", chunk, device)
-            with autocast:
-                losses.append(raw_model(x, y)[1].item())
-        raw_model.train()
-        return sum(losses) / len(losses)
+def restore(run: Run, checkpoint: dict) -> tuple[int, float]:
+    """A resumed run's optimizer, loss scale and random generators as they were at its step, so
+    that resuming gives the weights of a run never stopped, bit for bit. Returns the step and the
+    best validation loss so far."""
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    if checkpoint.get("scaler"):
+        run.scaler.load_state_dict(checkpoint["scaler"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    run.batches.generator.set_state(checkpoint["rng"]["data"])
+    if run.device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], run.device)
+    return checkpoint["step"], checkpoint.get("best_val_loss", float("inf"))
 
-    if master:
-        if not config.resume:  # a new run: what an old one left (--overwrite) goes now
-            for name in RUN_FILES:
-                (out_dir / name).unlink(missing_ok=True)
-        log_file = out_dir / "log.jsonl"
-        lines = log_file.read_text().splitlines() if config.resume and log_file.is_file() else []
-        # A resumed run continues its log from the checkpoint's step: what came after it is redone.
-        log_file.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= step))
 
-    def record(entry):
-        if master:
-            with open(out_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(entry) + "\n")
+def checkpoint_state(run: Run, step: int, best_val_loss: float) -> dict:
+    """All that resuming needs, as tensors, numbers and strings (what weights_only=True reads)."""
+    cuda_rng = torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None
+    return {"model": run.model.state_dict(), "config": dataclasses.asdict(run.model.config),
+            "train_config": dataclasses.asdict(run.config), "tokenizer": run.tokenizer.dumps(),
+            "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+            "step": step, "best_val_loss": best_val_loss,
+            "data_fingerprint": run.meta.get("fingerprint"),
+            "rng": {"torch": torch.get_rng_state(), "data": run.batches.generator.get_state(),
+                    "cuda": cuda_rng}}
 
-    # Ctrl-C (SIGINT) and SIGTERM (sent by cluster schedulers before they kill a job) stop the run
-    # between two steps, so that the checkpoint holds whole steps and resuming is exact. A second
-    # signal stops at once; the last checkpoint stays.
-    stop = []
 
-    def request_stop(signum, frame):
-        if stop:
-            raise KeyboardInterrupt
-        stop.append(signum)
+# -----------------------------------------------------------------------------
+# The steps of the loop: optimize, report, evaluate; and stopping between two steps
 
-    def stop_requested():  # by any process: all stop at the same step
-        if not distributed:
-            return bool(stop)
-        flag = torch.tensor(len(stop), device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return flag.item() > 0
+def optimization_step(run: Run, lr: float) -> torch.Tensor:
+    """One AdamW step on the global batch, its gradient summed over run.accumulation micro-batches.
+    Every process draws the same offsets and takes its own share, so W processes see exactly the
+    batch of one. Returns the batch's mean loss (this process's part of it)."""
+    config, world_size = run.config, run.world_size
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    offsets = run.batches.offsets("train", run.accumulation * config.batch_size)
+    offsets = offsets.view(run.accumulation, config.batch_size)
+    step_loss = torch.zeros((), device=run.device)
+    for micro in range(run.rank, run.accumulation, world_size):
+        x, y = run.batches.get("train", offsets[micro], run.device)
+        last = micro + world_size >= run.accumulation  # DDP averages gradients after the last only
+        sync = nullcontext() if last or not dist.is_initialized() else run.step_model.no_sync()
+        with sync, run.autocast:
+            _, loss = run.step_model(x, y)
+            loss = loss / run.accumulation * world_size  # DDP averages over the processes too
+        run.scaler.scale(loss).backward()
+        step_loss += loss.detach() / world_size
+    if config.grad_clip:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.step_model.parameters(), config.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    return step_loss
 
-    start_time, start_step = time.time(), step
-    interval_time, interval_step = start_time, step  # tokens/s over the last log interval
-    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while step < config.max_iters and not stop_requested():
-            lr = learning_rate(step, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            offsets = batches.offsets("train", accumulation * config.batch_size).view(accumulation, config.batch_size)
-            step_loss = torch.zeros((), device=device)
-            for micro in range(rank, accumulation, world_size):
-                x, y = batches.get("train", offsets[micro], device)
-                last = micro + world_size >= accumulation
-                with (model.no_sync() if distributed and not last else nullcontext()), autocast:
-                    _, loss = model(x, y)
-                    loss = loss / accumulation * world_size  # DDP averages over processes: the mean over micro-batches
-                scaler.scale(loss).backward()
-                step_loss += loss.detach() / world_size
-            if config.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
 
-            if step % config.log_interval == 0 or step == config.max_iters:
-                if distributed:
-                    dist.all_reduce(step_loss)
-                now = time.time()
-                elapsed = now - start_time
-                tokens_per_second = (step - interval_step) * tokens_per_step / (now - interval_time)
-                interval_time, interval_step = now, step
-                mfu = flops_per_token * tokens_per_second / peak_flops if peak_flops else None
-                eta = elapsed / (step - start_step) * (config.max_iters - step)
-                log(f"step {step}/{config.max_iters} | loss {step_loss.item():.4f} | lr {lr:.2e} | "
-                    f"{tokens_per_second:,.0f} tok/s" + (f" | MFU {mfu:.1%}" if mfu else "") +
-                    f" | {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min")
-                record({"step": step, "loss": round(step_loss.item(), 6), "lr": lr,
-                        "tokens_per_second": round(tokens_per_second), "mfu": mfu and round(mfu, 4)})
-            if master and (step % config.eval_interval == 0 or step == config.max_iters):
-                val_loss = evaluate()
-                bpb = val_loss * bits_per_token_to_bpb if bits_per_token_to_bpb else None
-                log(f"eval step {step}: val loss {val_loss:.4f}" + (f", {bpb:.3f} bits per byte" if bpb else ""))
-                record({"step": step, "val_loss": round(val_loss, 6), "val_bpb": bpb and round(bpb, 4)})
-                if val_loss < best_val_loss:
-                    best_val_loss = val_loss
-                    save_checkpoint(out_dir / "best.pt", checkpoint_state())
-                save_checkpoint(checkpoint_path, checkpoint_state())
-    finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
-        if distributed:
-            dist.destroy_process_group()
-    if step < config.max_iters:  # stopped by a signal
-        if master:
-            save_checkpoint(checkpoint_path, checkpoint_state())
-            log(f"\ninterrupted: saved {checkpoint_path} at step {step}; continue with --resume")
-        sys.exit(128 + (stop[0] if stop else signal.SIGINT))
+def report_progress(run: Run, step: int, step_loss, lr: float, start: tuple, last: tuple):
+    """Print and log the step's loss, the speed since the last report (tokens/s, and MFU on a known
+    GPU) and the time left. start, last: (time, step) of the loop's start and of the last report;
+    returns this report's."""
+    if dist.is_initialized():
+        dist.all_reduce(step_loss)  # each process holds its share of the mean
+    now, config = time.time(), run.config
+    tokens_per_second = ((step - last[1]) * run.accumulation * config.batch_size
+                         * config.block_size / (now - last[0]))
+    peak = peak_bf16_flops(run.device)
+    mfu = flops_per_token(run.model) * tokens_per_second / peak if peak else None
+    eta = (now - start[0]) / (step - start[1]) * (config.max_iters - step)
+    if run.rank == 0:
+        print(f"step {step}/{config.max_iters} | loss {step_loss.item():.4f} | lr {lr:.2e} | "
+              f"{tokens_per_second:,.0f} tok/s" + (f" | MFU {mfu:.1%}" if mfu else "") +
+              f" | {(now - start[0]) / 60:.1f} min, ETA {eta / 60:.1f} min")
+        record(Path(config.out_dir), {"step": step, "loss": round(step_loss.item(), 6), "lr": lr,
+                                      "tokens_per_second": round(tokens_per_second),
+                                      "mfu": mfu and round(mfu, 4)})
+    return now, step
 
-    if master and config.plot:
-        plot_losses(out_dir / "log.jsonl", out_dir / "loss.png")
-        log(f"wrote {out_dir / 'loss.png'}")
-    if master and config.sample_tokens:
-        from sample import generate
-        raw_model.eval()
-        start = torch.tensor([[tokenizer.eot_id]], device=device)
-        with torch.no_grad(), autocast:
-            ids = generate(raw_model, start, config.sample_tokens, temperature=0.8, top_k=50, stop_ids=[tokenizer.eot_id])
-        log("-" * 40 + "\n" + tokenizer.decode(ids[0, 1:].tolist()).replace(ENDOFTEXT, "") + "\n" + "-" * 40)
+
+def flops_per_token(model: GPT) -> int:
+    """A training step's FLOPs per token: 6 per weight (forward 2, backward 4) plus the attention
+    scores (PaLM, appendix B): 6N + 12 * n_layer * n_embd * block_size."""
+    c = model.config
+    return 6 * model.num_params() + 12 * c.n_layer * c.n_embd * c.block_size
 
 
 def peak_bf16_flops(device):
@@ -614,10 +581,158 @@ def peak_bf16_flops(device):
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    for key, flops in (("H100", 989e12), ("H200", 989e12), ("H800", 989e12), ("A100", 312e12), ("L4", 121e12)):
+    for key, flops in (("H100", 989e12), ("H200", 989e12), ("H800", 989e12), ("A100", 312e12),
+                       ("L4", 121e12)):
         if key in name:
             return flops
     return None
+
+
+@torch.no_grad()
+def evaluate(run: Run, offsets) -> float:
+    """The mean validation loss (nats per token), on the same batches every time."""
+    run.model.eval()
+    losses = []
+    for chunk in offsets.split(run.config.batch_size):
+        x, y = run.batches.get("val", chunk, run.device)
+        with run.autocast:
+            losses.append(run.model(x, y)[1].item())
+    run.model.train()
+    return sum(losses) / len(losses)
+
+
+def bits_per_byte(nats_per_token: float, meta: dict):
+    """A loss in bits per byte of text, which compares across tokenizers; None when the data does
+    not say how many bytes it holds (a folder prepared elsewhere)."""
+    if not meta.get("val_bytes"):
+        return None
+    return nats_per_token * meta["val_tokens"] / meta["val_bytes"] / math.log(2)
+
+
+@contextmanager
+def stop_signals():
+    """Ctrl-C (SIGINT) and SIGTERM (sent by cluster schedulers before they kill a job) stop the run
+    between two steps, so that the checkpoint holds whole steps and resuming is exact. Yields the
+    signals received; a second one stops at once, and the last checkpoint stays."""
+    received = []
+
+    def request_stop(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
+def stop_requested(received: list, device) -> bool:
+    """Whether any process received a signal: all of them stop at the same step."""
+    if not dist.is_initialized():
+        return bool(received)
+    flag = torch.tensor(len(received), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return flag.item() > 0
+
+
+# -----------------------------------------------------------------------------
+# A run, top to bottom
+
+def pretrain(config: TrainConfig, asked: set):
+    """Settings, model and data, then the loop: an optimization step, a progress line every
+    log_interval steps, an evaluation and a checkpoint every eval_interval steps. Under torchrun
+    every process runs this; rank 0 prepares the data, logs and saves."""
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    log = print if rank == 0 else (lambda *args, **kwargs: None)
+    device = pick_device(config.device)
+    if "RANK" in os.environ:  # started by torchrun
+        device = join_processes(device)
+    model, tokenizer, checkpoint = open_out_dir(config, rank)
+    config = resolve_settings(config, asked, device.type, checkpoint and checkpoint["train_config"])
+    log(textwrap.fill(f"settings: {dataclasses.asdict(config)}", 100, break_long_words=False,
+                      break_on_hyphens=False))
+    torch.manual_seed(config.seed + rank)
+    dropout = {"dropout": config.dropout} if config.dropout >= 0 else {}  # -1: the model's own
+    if config.init_from and not checkpoint:  # continued pretraining, in the model's vocabulary
+        model, tokenizer, _ = load_model(config.init_from, **dropout)
+        # GPT-1 has no token that separates documents: it gets one, and a new embedding row
+        model, tokenizer = add_tokens(model, tokenizer, [ENDOFTEXT])
+    batches, meta, tokenizer = load_data(config, tokenizer, checkpoint, rank, log)
+    if model is None:
+        model = GPT(GPTConfig.preset(config.model, block_size=config.block_size,
+                                     vocab_size=tokenizer.vocab_size, **dropout))
+    if model.config.vocab_size < tokenizer.vocab_size:
+        raise ValueError(f"the model has {model.config.vocab_size} token embeddings, the "
+                         f"tokenizer {tokenizer.vocab_size}")
+    model.attention, model.kernels = config.attention, config.kernels
+    log(f"model: {config.init_from or config.model}, {model.num_params() / 1e6:.2f}M parameters, "
+        f"{model.config}")
+    dtype = config.dtype or default_dtype(device)
+    run = build_run(config, model.to(device), tokenizer, batches, meta, device, rank, world_size,
+                    dtype)
+    step, best_val_loss = restore(run, checkpoint) if checkpoint else (0, float("inf"))
+    if checkpoint:
+        log(f"resuming {config.out_dir}/ckpt.pt at step {step}")
+    del checkpoint  # its tensors are in the model and the optimizer now
+    log(f"batch: {run.accumulation * config.batch_size * config.block_size:,} tokens per step = "
+        f"{run.accumulation} micro-batches of {config.batch_size} x {config.block_size} over "
+        f"{world_size} process(es); {config.max_iters} steps on {device} in {dtype}")
+    eval_offsets = batches.offsets("val", config.eval_iters * config.batch_size,
+                                   torch.Generator().manual_seed(0))
+    out_dir = Path(config.out_dir)
+    if rank == 0:
+        start_log(out_dir, config.resume, step)
+
+    start = last = (time.time(), step)  # (time, step) of the loop's start, of the last report
+    with stop_signals() as received:
+        try:
+            while step < config.max_iters and not stop_requested(received, device):
+                lr = lr_schedule(step, config)
+                step_loss = optimization_step(run, lr)
+                step += 1
+                if step % config.log_interval == 0 or step == config.max_iters:
+                    last = report_progress(run, step, step_loss, lr, start, last)
+                if rank == 0 and (step % config.eval_interval == 0 or step == config.max_iters):
+                    val_loss = evaluate(run, eval_offsets)
+                    bpb = bits_per_byte(val_loss, meta)
+                    log(f"eval step {step}: val loss {val_loss:.4f}"
+                        + (f", {bpb:.3f} bits per byte" if bpb else ""))
+                    record(out_dir, {"step": step, "val_loss": round(val_loss, 6),
+                                     "val_bpb": bpb and round(bpb, 4)})
+                    if val_loss < best_val_loss:
+                        best_val_loss = val_loss
+                        save_checkpoint(out_dir / "best.pt", checkpoint_state(run, step, val_loss))
+                    save_checkpoint(out_dir / "ckpt.pt", checkpoint_state(run, step, best_val_loss))
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    if step < config.max_iters:  # stopped by a signal
+        if rank == 0:
+            save_checkpoint(out_dir / "ckpt.pt", checkpoint_state(run, step, best_val_loss))
+            log(f"\ninterrupted: saved {out_dir / 'ckpt.pt'} at step {step}; continue with "
+                "--resume")
+        sys.exit(128 + (received[0] if received else signal.SIGINT))
+    if rank == 0:
+        finish(run)
+
+
+def finish(run: Run):
+    """The loss curve (--plot) and a sample of what the model learned (--sample-tokens)."""
+    out_dir, tokenizer = Path(run.config.out_dir), run.tokenizer
+    if run.config.plot:
+        plot_losses(out_dir / "log.jsonl", out_dir / "loss.png")
+        print(f"wrote {out_dir / 'loss.png'}")
+    if run.config.sample_tokens:
+        from sample import generate
+        run.model.eval()
+        start = torch.tensor([[tokenizer.eot_id]], device=run.device)
+        with torch.no_grad(), run.autocast:
+            ids = generate(run.model, start, run.config.sample_tokens, temperature=0.8, top_k=50,
+                           stop_ids=[tokenizer.eot_id])
+        text = tokenizer.decode(ids[0, 1:].tolist()).replace(ENDOFTEXT, "")
+        print("-" * 40 + "\n" + text + "\n" + "-" * 40)
 
 
 def plot_losses(log_file: Path, png: Path):
@@ -650,7 +765,8 @@ def add_flags(parser, settings_class, defaults=None):
         default = (defaults or {}).get(f.name, f.default)
         name, help = f"--{f.name.replace('_', '-')}", f"{f.metadata['help']} (default: {default!r})"
         if f.type is bool or f.type == "bool":
-            parser.add_argument(name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help)
+            parser.add_argument(name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help)
         else:
             parser.add_argument(name, type=type(f.default), default=argparse.SUPPRESS, help=help)
     return parser
@@ -658,7 +774,8 @@ def add_flags(parser, settings_class, defaults=None):
 
 def parse_args(argv=None):
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", type=Path, help="a JSON file of settings (a recipe); flags given on the command line win")
+    pre.add_argument("--config", type=Path, help="a JSON file of settings (a recipe); flags given "
+                                                 "on the command line win")
     known, _ = pre.parse_known_args(argv)
     recipe = {}
     if known.config:
@@ -674,7 +791,8 @@ def parse_args(argv=None):
             if f.name in recipe and type(value) not in ({kind, int} if kind is float else {kind}):
                 raise ValueError(f"--config {known.config}: {f.name} must be {wanted[kind]}, "
                                  f"not {value!r}")
-    parser = argparse.ArgumentParser(description=__doc__, parents=[pre], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, parents=[pre],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     given = vars(add_flags(parser, TrainConfig, recipe).parse_args(argv))
     given.pop("config", None)
     values = {**recipe, **given}
@@ -684,11 +802,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     try:
-        config, explicit = parse_args(argv)
-        with locked(Path(config.out_dir)) if int(os.environ.get("RANK", 0)) == 0 else nullcontext():
-            train(config, explicit)
-    except (ValueError, OSError, RuntimeError) as error:  # bad input: one line, no traceback
-        sys.exit("error: " + (str(error).strip().splitlines() or [type(error).__name__])[0])
+        with one_line_errors():
+            config, asked = parse_args(argv)
+            rank = int(os.environ.get("RANK", 0))
+            with locked(Path(config.out_dir)) if rank == 0 else nullcontext():
+                pretrain(config, asked)
     except KeyboardInterrupt:  # before the training loop (preparing the data), or a second Ctrl-C
         print("interrupted: the data cache and the last checkpoint, if any, are whole",
               file=sys.stderr)

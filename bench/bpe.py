@@ -22,8 +22,7 @@ import tiktoken  # noqa: E402
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks  # noqa: E402
 from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers, trainers  # noqa: E402
 
-from bpe import ENDOFTEXT, GPT2_PATTERN, Tokenizer  # noqa: E402
-from tests.test_bpe import naive_train  # noqa: E402  (the textbook trainer the tests check us against)
+from bpe import ENDOFTEXT, GPT2_PATTERN, Tokenizer, textbook_merges  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 
@@ -81,14 +80,14 @@ def main():
         return tokenizer
 
     hf_time, _ = best_time(train_hf, 1)
-    our_time, trained = best_time(lambda: Tokenizer.train(text, args.vocab_size, special_tokens=[ENDOFTEXT]), 1)
+    our_time, _ = best_time(lambda: Tokenizer.train(text, args.vocab_size, special_tokens=[ENDOFTEXT]), 1)
     rows.append((f"train {args.vocab_size} vocab, HF tokenizers (reference)", f"{hf_time:.1f} s", "1.00x"))
     rows.append((f"train {args.vocab_size} vocab, bpe.py", f"{our_time:.1f} s", f"{our_time / hf_time:.2f}x the time"))
 
     # 3. What the incremental updates buy: the textbook loop on 100 KB.
     small = text[:100_000]
     merges = 256 + 512
-    naive_time, naive_merges = best_time(lambda: naive_train(small, merges), 1)
+    naive_time, naive_merges = best_time(lambda: textbook_merges(small, merges), 1)
     fast_time, fast = best_time(lambda: Tokenizer.train(small, merges), 1)
     assert fast.merges == naive_merges, "the fast trainer must make the textbook's merges"
     rows.append(("train 512 merges on 100 KB, textbook algorithm", f"{naive_time:.2f} s", f"{naive_time / fast_time:.0f}x the time"))

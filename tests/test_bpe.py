@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -11,7 +10,8 @@ import regex
 from hypothesis import given, settings, strategies as st
 
 import bpe
-from bpe import ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN, Tokenizer, load_tokenizer, safe_split
+from bpe import (ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN, Tokenizer, load_tokenizer, merge,
+                 safe_split, textbook_merges)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -82,31 +82,12 @@ def test_decode_replaces_broken_utf8(small):
 
 # ---------------------------------------------------------------- the textbook algorithm
 
-def naive_train(text, vocab_size, pattern=GPT2_PATTERN):
-    """The textbook BPE (as in minbpe): recount all pairs of the whole corpus, merge the most
-    frequent, repeat. Ties go to the smallest (left, right) pair, the rule bpe.py documents."""
-    chunks = [list(chunk.encode("utf-8")) for chunk in regex.findall(pattern, text)]
-    merges = {}
-    for new_id in range(256, vocab_size):
-        counts = Counter(pair for ids in chunks for pair in zip(ids, ids[1:]))
-        if not counts:
-            break
-        pair = max(counts, key=lambda p: (counts[p], -p[0], -p[1]))
-        merges[pair] = new_id
-        chunks = [naive_merge(ids, pair, new_id) for ids in chunks]
-    return merges
-
-
-def naive_merge(ids, pair, new_id):
-    out, i = [], 0
-    while i < len(ids):
-        if ids[i:i + 2] == list(pair):
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
+def test_merge_replaces_each_occurrence_left_to_right():
+    """The step both trainers share: "aaa" holds one ("aa", "a"), not two overlapping pairs."""
+    a, b, x = ord("a"), ord("b"), 999
+    assert merge([a, a, a], (a, a), x) == [x, a]
+    assert merge([a, a, a, a, b, a, a], (a, a), x) == [x, x, b, x]
+    assert merge([a, b, a], (b, b), x) == [a, b, a]
 
 
 TRAINING_TEXTS = {
@@ -123,13 +104,13 @@ def test_training_equals_textbook_algorithm(name):
     text = TRAINING_TEXTS[name]
     vocab_size = 256 + 30
     merges = Tokenizer.train(text, vocab_size).merges
-    assert len(merges) == 30 and merges == naive_train(text, vocab_size)
+    assert len(merges) == 30 and merges == textbook_merges(text, vocab_size)
 
 
 def test_training_equals_textbook_algorithm_gpt4_pattern():
     text = TRAINING_TEXTS["unicode"] + TRAINING_TEXTS["prose"]
     tokenizer = Tokenizer.train(text, 300, pattern=GPT4_PATTERN)
-    assert tokenizer.merges == naive_train(text, 300, pattern=GPT4_PATTERN)
+    assert tokenizer.merges == textbook_merges(text, 300, pattern=GPT4_PATTERN)
 
 
 def test_training_is_deterministic_and_accepts_documents():

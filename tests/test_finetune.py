@@ -83,16 +83,15 @@ def test_long_inputs_lose_the_start_of_the_context_and_keep_the_answer(tokenizer
 
 def test_task_tokens_grow_the_tied_embedding_with_contiguous_ids(checkpoint):
     saved = torch.load(checkpoint, weights_only=True)
-    config, state = dict(saved["config"]), dict(saved["model"])
-    grown = finetune.add_task_tokens(Tokenizer.loads(saved["tokenizer"]), config, state)
-    assert [grown.special_tokens[t] for t in (START, DELIM, EXTRACT)] == [300, 301, 302] and config["vocab_size"] == 303
-    weight = state["transformer.wte.weight"]
+    gpt = GPT.from_checkpoint_dict(saved)
+    grown_gpt, grown = finetune.add_task_tokens(gpt, Tokenizer.loads(saved["tokenizer"]))
+    assert [grown.special_tokens[t] for t in (START, DELIM, EXTRACT)] == [300, 301, 302]
+    assert grown_gpt.config.vocab_size == 303 and gpt.config.vocab_size == 300  # a new model
+    weight = grown_gpt.transformer.wte.weight
     assert weight.shape == (303, 64) and torch.equal(weight[:300], saved["model"]["transformer.wte.weight"])
     assert 0.005 < weight[300:].std() < 0.05  # N(0, 0.02) like the rest
-    gpt = GPT(GPTConfig(**config))
-    gpt.load_state_dict(state)
-    assert gpt.lm_head.weight is gpt.transformer.wte.weight  # still tied
-    assert finetune.add_task_tokens(grown, config, state) is grown  # a second time adds nothing
+    assert grown_gpt.lm_head.weight is grown_gpt.transformer.wte.weight  # still tied
+    assert finetune.add_task_tokens(grown_gpt, grown) == (grown_gpt, grown)  # a second time adds nothing
 
 
 # ---------------------------------------------------------------- the head and the losses
@@ -144,7 +143,7 @@ def test_regression_uses_mean_squared_error(tokenizer):
 def test_a_few_steps_on_real_sst2_and_rte_rows_lower_the_loss(tokenizer):
     for task, kind in (("sst2", "classification"), ("rte", "entailment")):
         rows = finetune.read_examples(needs(GLUE / task.upper().replace("SST2", "SST-2") / "train.tsv"), task,
-                                      list(finetune.TASKS[task][3]))[:16]
+                                      finetune.TASKS[task].labels)[:16]
         batch = make_batch([(transform(tokenizer, kind, x, 64), y) for x, y in rows], "cpu")
         model = tiny_model(tokenizer, kind, 2, dropout=0.1)
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -207,7 +206,7 @@ def test_a_training_step_follows_the_gradient_of_l3(tmp_path, checkpoint, monkey
 
 def test_learning_rate_warms_up_then_decays_linearly_to_zero():
     config = finetune.FinetuneConfig(learning_rate=1e-3, warmup=0.02)
-    rates = [finetune.learning_rate(step, 1000, config) for step in range(1000)]
+    rates = [finetune.lr_schedule(step, 1000, config) for step in range(1000)]
     assert rates[0] == pytest.approx(5e-5) and rates[19] == pytest.approx(1e-3)
     assert rates[20] == pytest.approx(1e-3) and rates[510] == pytest.approx(0.5e-3) and rates[-1] == pytest.approx(1e-3 / 980)
 
@@ -353,9 +352,11 @@ def test_custom_jsonl_of_each_kind(tmp_path):
             "custom-similarity": {"a": "hi", "b": "hello", "label": 1},
             "custom-multiple-choice": {"context": "Pick one.", "choices": ["a", "b", "c"], "label": 2}}
     for task, row in rows.items():
-        labels = None if task.endswith("choice") else []
-        examples = finetune.read_examples(write(tmp_path / f"{task}.jsonl", json.dumps(row) + "\n"), task, labels)
-        assert examples[0][1] == (2 if labels is None else 0) and labels in (None, [str(row["label"])])
+        file = write(tmp_path / task / "train.jsonl", json.dumps(row) + "\n")
+        config = finetune.FinetuneConfig(task=task, data=str(file.parent))
+        labels = None if task.endswith("choice") else finetune.training_labels(config)
+        examples = finetune.read_examples(file, task, labels)
+        assert examples[0][1] == (2 if labels is None else 0) and labels in (None, (str(row["label"]),))
 
 
 # ---------------------------------------------------------------- zero-shot (GPT-2 section 3)

@@ -3,11 +3,12 @@
 
 import json
 import math
+import types
 
 import pytest
 import torch
 
-from gpt import GPT, MLP, GPTConfig, attend
+from gpt import GPT, MLP, GPTConfig, dispatch_attention
 
 try:
     import transformers
@@ -123,21 +124,22 @@ def test_attention_backends_match_reference(backend, T_q, T_k):
     torch.manual_seed(0)
     q = torch.randn(2, 3, T_q, 8)
     k, v = torch.randn(2, 3, T_k, 8), torch.randn(2, 3, T_k, 8)
-    torch.testing.assert_close(attend(q, k, v, backend), reference_attention(q, k, v), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(dispatch_attention(q, k, v, backend), reference_attention(q, k, v),
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_unknown_backend_is_a_clear_error():
     q = torch.randn(1, 1, 2, 4)
     with pytest.raises(ValueError, match="unknown attention backend"):
-        attend(q, q, q, "flash")
+        dispatch_attention(q, q, q, "flash")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
-            attend(q, q, q, "triton")
+            dispatch_attention(q, q, q, "triton")
     # where the kernel does not apply (attention dropout), "triton" falls back to SDPA
     torch.manual_seed(0)
     expected = torch.nn.functional.scaled_dot_product_attention(q, q, q, dropout_p=0.5, is_causal=True)
     torch.manual_seed(0)
-    torch.testing.assert_close(attend(q, q, q, "triton", dropout=0.5), expected)
+    torch.testing.assert_close(dispatch_attention(q, q, q, "triton", dropout=0.5), expected)
 
 
 @pytest.mark.cuda
@@ -158,6 +160,42 @@ def test_triton_kernels_in_the_model_match_pytorch_on_gpu():
     for loss, grad in zip(losses[1:], grads[1:]):
         assert loss == pytest.approx(losses[0], rel=1e-4)
         torch.testing.assert_close(grad, grads[0], atol=1e-4, rtol=1e-3)
+
+
+def test_kernels_are_an_attribute_of_the_model():
+    """model.kernels = False switches every LayerNorm to PyTorch's (train.py --no-kernels); a model
+    grown by add_tokens keeps the choice."""
+    from gpt import LayerNorm, add_tokens
+    from bpe import ENDOFTEXT, Tokenizer
+    model = GPT(GPTConfig(**{**TINY, "vocab_size": 256}), kernels=False)
+    layer_norms = [m for m in model.modules() if isinstance(m, LayerNorm)]
+    assert len(layer_norms) == 2 * TINY["n_layer"] + 1 and not any(m.kernel for m in layer_norms)
+    model.kernels = True
+    assert all(m.kernel for m in layer_norms)
+    model.kernels = False
+    grown, _ = add_tokens(model, Tokenizer({}), [ENDOFTEXT])  # 256 bytes, then <|endoftext|>
+    assert not grown.kernels and not any(m.kernel for m in grown.modules()
+                                         if isinstance(m, LayerNorm))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_without_kernels_the_model_calls_none_of_them(monkeypatch):
+    import gpt
+    pytest.importorskip("triton")
+    kernels, calls = gpt.triton_kernels(), []
+    spy = lambda name: (lambda *args, **kwargs: calls.append(name)
+                        or getattr(kernels, name)(*args, **kwargs))
+    monkeypatch.setattr(gpt, "triton_kernels", lambda: types.SimpleNamespace(
+        flash_attention=spy("flash_attention"), layer_norm=spy("layer_norm")))
+    model = tiny_gpt().cuda()
+    idx = torch.randint(0, 101, (2, 16), device="cuda")
+    model(idx)
+    assert set(calls) == {"flash_attention", "layer_norm"}
+    calls.clear()
+    model.kernels = False
+    model(idx)
+    assert calls == []
 
 
 @pytest.mark.parametrize("ln_position", ["pre", "post"])

@@ -237,7 +237,7 @@ def test_zero_means_chosen_for_the_device_even_when_given():
     """--help says 0 is automatic: an explicit 0 must not train 0 steps at learning rate 0."""
     config, asked = train.parse_args(["--max-iters", "0", "--learning-rate", "0",
                                       "--batch-size", "0"])
-    config = train.fill_defaults(config, "cpu", asked)
+    config = train.resolve_settings(config, asked, "cpu")
     cpu = train.DEVICE_DEFAULTS["cpu"]
     assert (config.max_iters, config.learning_rate, config.batch_size) == \
         (cpu["max_iters"], cpu["learning_rate"], cpu["batch_size"])
@@ -421,7 +421,7 @@ def test_finetune_rows_that_would_train_to_nonsense_are_bad_rows(tmp_path):
     write(tmp_path / "custom" / "dev.jsonl", "".join(json.dumps(row) + "\n" for row in rows[::2]))
     config = finetune.FinetuneConfig(task="custom-classification", data=str(tmp_path / "custom"))
     with pytest.raises(ValueError, match=r"dev.jsonl: line 2: label 'postive' is not one of \["):
-        finetune.task_examples(config, [])
+        finetune.task_examples(config, finetune.training_labels(config))
 
 
 def test_finetune_file_errors_name_the_file_line_and_column(tmp_path):

@@ -131,7 +131,7 @@ def test_builtin_corpus_is_the_standard_library_without_tests():
 
 def test_learning_rate_warmup_then_cosine_to_the_floor():
     config = train.TrainConfig(learning_rate=1e-3, warmup_iters=10, max_iters=100, lr_decay_iters=100, min_lr_ratio=0.1)
-    rates = [train.learning_rate(step, config) for step in range(120)]
+    rates = [train.lr_schedule(step, config) for step in range(120)]
     assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)  # linear warmup
     assert all(a > b for a, b in zip(rates[10:100], rates[11:100]))  # then strictly down
     assert rates[55] == pytest.approx(1e-4 + 0.5 * 0.9e-3)  # half way: half way between peak and floor
@@ -143,7 +143,7 @@ def test_warmup_ends_on_the_peak_and_the_cosine_on_min_lr():
     ... using a cosine schedule"; here to min_lr = learning_rate * min_lr_ratio, as in GPT-3."""
     config = train.TrainConfig(learning_rate=6e-4, warmup_iters=3, max_iters=10, lr_decay_iters=10,
                                min_lr_ratio=0.1)
-    rates = [train.learning_rate(step, config) for step in range(13)]
+    rates = [train.lr_schedule(step, config) for step in range(13)]
     warmup = [6e-4 * 1 / 3, 6e-4 * 2 / 3, 6e-4]  # the third step (step 2) already runs at the peak
     cosine = [6e-5 + 0.5 * (1 + math.cos(math.pi * (s - 3) / 7)) * 5.4e-4 for s in range(3, 11)]
     assert rates == pytest.approx(warmup + cosine + [6e-5, 6e-5], rel=1e-12)
@@ -182,7 +182,7 @@ def test_a_step_of_accumulated_micro_batches_is_a_step_on_the_whole_batch(tmp_pa
     windows, and the loss of each is divided by the number of micro-batches."""
     drawn, recorded = record_offsets(monkeypatch), {}
 
-    def make_optimizer(model, config, device):
+    def make_optimizer(model, *settings):
         recorded["model"] = model  # never stepped: the model the gradient was taken at
         recorded["optimizer"] = GradientRecorder(model.parameters())
         return recorded["optimizer"]
@@ -218,8 +218,7 @@ def test_validation_loss_is_measured_with_dropout_off(tmp_path, corpus, monkeypa
 def test_weight_decay_spares_biases_and_layernorm_gains():
     """GPT-1 section 4.1: "L2 regularization ... with w = 0.01 on all non bias or gain weights"."""
     model = GPT(GPTConfig.preset("gpt-nano", vocab_size=300))
-    config = train.TrainConfig(weight_decay=0.1)
-    optimizer = train.make_optimizer(model, config, torch.device("cpu"))
+    optimizer = train.make_optimizer(model, 1e-3, 0.1, (0.9, 0.95), torch.device("cpu"))
     decay = [(p, group["weight_decay"]) for group in optimizer.param_groups
              for p in group["params"]]
     assert len(decay) == len(list(model.parameters()))  # each once, the tied embedding too

@@ -1,0 +1,55 @@
+"""train.py's settings are resolved by one function in one documented order (issue 14):
+TrainConfig's defaults < the device's defaults (or a resumed run's own settings) < the --config
+recipe < the command line; then the settings that follow from others. The result is printed once
+at the start of a run and stored in its checkpoint."""
+
+import ast
+import json
+
+import pytest
+import torch
+
+import train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
+
+def resolve(argv, device_type="cpu", saved=None):
+    config, asked = train.parse_args(argv)
+    return train.resolve_settings(config, asked, device_type, saved)
+
+
+def test_each_source_wins_over_the_ones_before_it(tmp_path):
+    (tmp_path / "recipe.json").write_text(json.dumps({"max_iters": 40, "batch_size": 3}))
+    config = resolve(["--config", str(tmp_path / "recipe.json"), "--batch-size", "5"])
+    assert config.batch_size == 5  # the flag, over the recipe
+    assert config.max_iters == 40  # the recipe, over the device's 1000
+    assert config.learning_rate == 3e-3 and config.model == "gpt-micro"  # the CPU's, over 0 and ""
+    assert config.beta2 == 0.95  # TrainConfig's own
+    assert (config.warmup_iters, config.eval_interval, config.lr_decay_iters) == (2, 4, 40)
+    cuda = resolve(["--config", str(tmp_path / "recipe.json")], "cuda")
+    assert (cuda.model, cuda.dropout, cuda.max_iters) == ("gpt2", 0.1, 40)
+
+
+def test_a_resumed_run_keeps_its_own_settings_but_what_is_asked_again():
+    saved = vars(resolve(["--max-iters", "40", "--learning-rate", "1e-3"], "cuda"))
+    config = resolve(["--resume", "--max-iters", "80"], "cpu", saved)
+    assert config.max_iters == 80 and config.resume  # asked for now
+    assert config.learning_rate == 1e-3 and config.model == "gpt2"  # the run's, not the CPU's
+    assert config.lr_decay_iters == 40  # resolved when the run began: the schedule stays
+    with pytest.raises(ValueError, match="other model"):
+        resolve(["--resume", "--model", "gpt-nano"], "cpu", saved)
+
+
+def test_the_settings_are_printed_once_and_stored_in_the_checkpoint(tmp_path, capsys):
+    (tmp_path / "text.txt").write_text(open(train.__file__, encoding="utf-8").read())
+    train.main(["--data", str(tmp_path / "text.txt"), "--cache-dir", str(tmp_path / "cache"),
+                "--out-dir", str(tmp_path / "out"), "--model", "gpt-nano", "--block-size", "16",
+                "--batch-size", "2", "--vocab-size", "260", "--max-iters", "1", "--eval-iters", "1",
+                "--sample-tokens", "0", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert out.count("settings: ") == 1
+    printed = out[out.index("settings: ") + len("settings: "):out.index("}", out.index("settings: "))]
+    stored = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["train_config"]
+    assert ast.literal_eval(printed.replace("\n", " ") + "}") == stored
+    assert stored["max_iters"] == 1 and stored["warmup_iters"] == 1 and stored["lr_decay_iters"] == 1
