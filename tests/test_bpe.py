@@ -331,3 +331,33 @@ def test_cli_errors_are_one_line(tmp_path, case):
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "t").exists()  # nothing half-written
+
+
+# ---------------------------------------------------------------- misuse and scale (issue 13)
+
+def tiktoken_with_merges_of(tokenizer):
+    """tiktoken given our merges as its ranks: an independent encoder for any tokenizer of ours."""
+    tiktoken = pytest.importorskip("tiktoken")
+    ranks = {tokenizer.token_bytes(i): i for i in range(256 + len(tokenizer.merges))}
+    return tiktoken.Encoding("ours", pat_str=tokenizer.pattern, mergeable_ranks=ranks, special_tokens=tokenizer.special_tokens)
+
+
+@pytest.mark.timeout(60)  # a merge loop that rescans the pre-token after each merge needs minutes here
+def test_gpt2_long_pre_tokens_match_tiktoken(gpt2, tiktoken_gpt2):
+    """One 100,000-letter 'word' (a minified file, a base64 blob) must not act as a hang."""
+    import random
+    import string
+    rng = random.Random(0)
+    for alphabet in ("a", string.ascii_letters, string.digits, "éa你"):
+        text = "".join(rng.choices(alphabet, k=100_000))
+        assert len(regex.findall(GPT2_PATTERN, text)) == 1
+        assert gpt2.encode_ordinary(text) == tiktoken_gpt2.encode_ordinary(text)
+
+
+def test_heap_merge_equals_tiktoken_on_short_pre_tokens_too(small, monkeypatch):
+    """The heap path (for long pre-tokens) forced onto every pre-token gives tiktoken's ids."""
+    monkeypatch.setattr("bpe.LONG_PRE_TOKEN", 1)
+    fresh = Tokenizer(small.merges, special_tokens=small.special_tokens)  # an empty cache
+    reference = tiktoken_with_merges_of(small)
+    for text in [MIXED, *ADVERSARIAL]:
+        assert fresh.encode_ordinary(text) == reference.encode_ordinary(text)
