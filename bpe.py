@@ -113,15 +113,33 @@ def _count_pretokens(args):
 class Tokenizer:
     def __init__(self, merges, *, pattern=GPT2_PATTERN, special_tokens=None, byte_ids=None):
         """merges: {(left_id, right_id): new_id}, where the new ids grow with the merge's rank.
-        byte_ids[b] is the id of the single byte b (0..255 in order, except in GPT-2's files)."""
+        byte_ids[b] is the id of the single byte b (0..255 in order, except in GPT-2's files).
+
+        The ids must number the vocabulary 0..vocab_size-1, each once: the bytes, then merge k
+        making id 256 + k from two ids below it, then the special tokens. A model's embedding
+        has one row per id, so anything else (a gap, an id used twice) would silently misread ids.
+        """
         self.merges = dict(merges)
         self.pattern = pattern
-        self.compiled_pattern = regex.compile(pattern)
+        try:
+            self.compiled_pattern = regex.compile(pattern)
+        except (regex.error, TypeError) as error:
+            raise ValueError(f"split pattern {pattern!r} is not a valid regex: {error}") from None
         self.special_tokens = dict(special_tokens or {})  # text -> id
         self.byte_ids = list(byte_ids) if byte_ids is not None else list(range(256))
+        if sorted(self.byte_ids) != list(range(256)):
+            raise ValueError("the single bytes must have the ids 0..255, one each")
         self.vocab = {self.byte_ids[b]: bytes([b]) for b in range(256)}  # id -> bytes
         for (left, right), new_id in sorted(self.merges.items(), key=lambda item: item[1]):
+            if new_id != len(self.vocab) or left not in self.vocab or right not in self.vocab:
+                raise ValueError(f"merge {left} {right} -> {new_id}: "
+                                 "merge k must make the id 256 + k from two ids below it")
             self.vocab[new_id] = self.vocab[left] + self.vocab[right]
+        first, ids = len(self.vocab), sorted(self.special_tokens.values())
+        texts_ok = all(isinstance(text, str) and text for text in self.special_tokens)
+        if not texts_ok or ids != list(range(first, first + len(ids))):
+            raise ValueError(f"special tokens {self.special_tokens}: each needs a non-empty text "
+                             f"and its own id, numbered from {first} on (after bytes and merges)")
         for text, token_id in self.special_tokens.items():
             self.vocab[token_id] = text.encode("utf-8")
         self.vocab_size = len(self.vocab)
@@ -150,7 +168,9 @@ class Tokenizer:
         Ties are broken deterministically: among pairs of equal count, the smallest
         (left_id, right_id) is merged first.
         """
-        special_tokens = list(special_tokens or [])
+        special_tokens = list(dict.fromkeys(special_tokens or []))  # a repeated token is one token
+        if "" in special_tokens:
+            raise ValueError("a special token cannot be empty: give its text, e.g. '<|endoftext|>'")
         num_merges = vocab_size - 256 - len(special_tokens)
         if num_merges < 0:
             raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + {len(special_tokens)} special tokens")
@@ -356,20 +376,38 @@ class Tokenizer:
             lines = Path(vocab_bpe).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"cannot read GPT-2 vocabulary files: {error}") from None
-        byte_ids = [encoder[BYTE_TO_CHAR[b]] for b in range(256)]
+        if not isinstance(encoder, dict) or not all(type(i) is int for i in encoder.values()):
+            raise ValueError(f"{encoder_json}: expected a JSON object mapping each token to its id")
+        if missing := [BYTE_TO_CHAR[b] for b in range(256) if BYTE_TO_CHAR[b] not in encoder]:
+            byte = CHAR_TO_BYTE[missing[0]]
+            raise ValueError(f"{encoder_json}: no id for the byte {byte:#04x} ({missing[0]!r})")
         merges = {}
         for line_number, line in enumerate(lines, start=1):
             if line.startswith("#version") or not line.strip():
                 continue
-            parts = line.split()
-            if len(parts) != 2 or any(p not in encoder for p in parts) or parts[0] + parts[1] not in encoder:
-                raise ValueError(f"{vocab_bpe}: line {line_number}: not a merge of two known tokens: {line!r}")
-            new_id = encoder[parts[0] + parts[1]]
+            try:
+                left, right = line.split()
+                pair, new_id = (encoder[left], encoder[right]), encoder[left + right]
+            except (ValueError, KeyError):
+                problem = f"line {line_number}: not a merge of two known tokens: {line!r}"
+                raise ValueError(f"{vocab_bpe}: {problem}") from None
             if new_id != 256 + len(merges):
                 raise ValueError(f"{vocab_bpe}: line {line_number}: merge makes id {new_id}, expected {256 + len(merges)}")
-            merges[encoder[parts[0]], encoder[parts[1]]] = new_id
+            merges[pair] = new_id
+        # The tokens after the merges are special (GPT-2 has one, <|endoftext|>). One that joins two
+        # tokens made before it is what a missing merge would make: vocab.bpe has lost its end.
         special = {token: i for token, i in encoder.items() if i >= 256 + len(merges)}
-        return cls(merges, pattern=GPT2_PATTERN, special_tokens=special, byte_ids=byte_ids)
+        made = {token for token in encoder if token not in special}
+        halves = [(t[:k], t[k:]) for t in special for k in range(1, len(t))]
+        if joined := [a + b for a, b in halves if a in made and b in made]:
+            raise ValueError(f"{vocab_bpe} has {len(merges)} merges, yet {encoder_json} has "
+                             f"{joined[0]!r} after them, joining two tokens: "
+                             f"is {vocab_bpe} cut short?")
+        byte_ids = [encoder[BYTE_TO_CHAR[b]] for b in range(256)]
+        try:
+            return cls(merges, pattern=GPT2_PATTERN, special_tokens=special, byte_ids=byte_ids)
+        except ValueError as error:
+            raise ValueError(f"{encoder_json}, {vocab_bpe}: {error}") from None
 
     def with_special_tokens(self, tokens):
         """A copy with more special tokens, numbered from vocab_size on (GPT-1's fine-tuning adds
@@ -408,7 +446,7 @@ class Tokenizer:
             key, _, value = line.partition(" ")
             try:
                 if expected is not None:  # inside the merge list: merge k makes id 256 + k
-                    left, right = int(key), int(value.split()[0])
+                    left, right = map(int, line.split()[:2])
                     if not (0 <= left < 256 + len(merges) and 0 <= right < 256 + len(merges)):
                         fail(line_number, f"merge refers to an id not defined above it: {line!r}")
                     merges[left, right] = 256 + len(merges)
@@ -433,7 +471,10 @@ class Tokenizer:
             fail(len(lines), "missing 'pattern' or 'merges' entry (truncated file?)")
         if len(merges) != expected:
             fail(len(lines), f"expected {expected} merges, found {len(merges)} (truncated file?)")
-        return cls(merges, pattern=pattern, special_tokens=special, byte_ids=byte_ids)
+        try:
+            return cls(merges, pattern=pattern, special_tokens=special, byte_ids=byte_ids)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
 
     def save(self, path):
         """Write atomically (temporary file, then rename), so an interrupted save loses nothing."""

@@ -1,5 +1,6 @@
 """Tests for bpe.py: round trips, the textbook algorithm, files, special tokens, GPT-2 parity with tiktoken."""
 
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -9,7 +10,8 @@ import pytest
 import regex
 from hypothesis import given, settings, strategies as st
 
-from bpe import ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN, Tokenizer, load_tokenizer, safe_split
+from bpe import (ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN, Tokenizer, load_tokenizer, printable,
+                 safe_split)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -339,10 +341,11 @@ def tiktoken_with_merges_of(tokenizer):
     """tiktoken given our merges as its ranks: an independent encoder for any tokenizer of ours."""
     tiktoken = pytest.importorskip("tiktoken")
     ranks = {tokenizer.token_bytes(i): i for i in range(256 + len(tokenizer.merges))}
-    return tiktoken.Encoding("ours", pat_str=tokenizer.pattern, mergeable_ranks=ranks, special_tokens=tokenizer.special_tokens)
+    return tiktoken.Encoding("ours", pat_str=tokenizer.pattern, mergeable_ranks=ranks,
+                             special_tokens=tokenizer.special_tokens)
 
 
-@pytest.mark.timeout(60)  # a merge loop that rescans the pre-token after each merge needs minutes here
+@pytest.mark.timeout(60)  # a loop that rescans the pre-token after each merge needs minutes here
 def test_gpt2_long_pre_tokens_match_tiktoken(gpt2, tiktoken_gpt2):
     """One 100,000-letter 'word' (a minified file, a base64 blob) must not act as a hang."""
     import random
@@ -361,3 +364,76 @@ def test_heap_merge_equals_tiktoken_on_short_pre_tokens_too(small, monkeypatch):
     reference = tiktoken_with_merges_of(small)
     for text in [MIXED, *ADVERSARIAL]:
         assert fresh.encode_ordinary(text) == reference.encode_ordinary(text)
+
+
+def test_training_with_a_repeated_special_token_keeps_every_id_in_the_vocabulary():
+    specials = [ENDOFTEXT, "<|pad|>", ENDOFTEXT]
+    tokenizer = Tokenizer.train(TRAINING_TEXTS["code"], 300, special_tokens=specials)
+    assert tokenizer.vocab_size == 300 and len(tokenizer.merges) == 300 - 256 - 2
+    assert sorted(tokenizer.special_tokens.values()) == [298, 299]  # rows of a 300-row embedding
+    with pytest.raises(ValueError, match="empty"):
+        Tokenizer.train(TRAINING_TEXTS["code"], 300, special_tokens=[""])
+
+
+def test_cli_refuses_an_empty_special_token_before_training(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TRAINING_TEXTS["prose"], encoding="utf-8")
+    out = tmp_path / "t"
+    result = run_cli("train", "--input", str(corpus), "--vocab-size", "300", "--out", str(out),
+                     "--special", "")
+    assert result.returncode != 0 and result.stderr.startswith("error: ")
+    assert "empty" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def write_gpt2_files(tokenizer, folder):
+    """Our tokenizer in OpenAI's format: encoder.json (token in the printable byte alphabet -> id)
+    and vocab.bpe (one merge per line, in rank order), as openai/gpt-2's encoder.py reads them."""
+    encoder = {printable(tokenizer.token_bytes(i)): i for i in range(256 + len(tokenizer.merges))}
+    encoder.update(tokenizer.special_tokens)
+    merges = sorted(tokenizer.merges.items(), key=lambda item: item[1])
+    lines = ["#version: 0.2"]
+    lines += [" ".join(printable(tokenizer.token_bytes(i)) for i in pair) for pair, _ in merges]
+    (folder / "encoder.json").write_text(json.dumps(encoder), encoding="utf-8")
+    (folder / "vocab.bpe").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+EOT_LINE = f'special "{ENDOFTEXT}" 511'
+BROKEN_FILES = {  # case -> (the file, how to damage its text, what the one-line error must say)
+    "vocab.bpe cut at a line boundary":
+        ("vocab.bpe", lambda text: "\n".join(text.split("\n")[:101]) + "\n", "cut short"),
+    "encoder.json missing a byte":
+        ("encoder.json", lambda text: text.replace('"A": 65, ', ""), "byte 0x41"),
+    "encoder.json written as a list":
+        ("encoder.json", lambda text: json.dumps(list(json.loads(text))), "JSON object"),
+    "a merge line with one number":
+        ("tok.bpe", lambda text: regex.sub(r"(?m)^(\d+) \d+  .*$", r"\1", text, 1), "cannot parse"),
+    "a bad split pattern":
+        ("tok.bpe", lambda text: regex.sub(r"(?m)^pattern .*", 'pattern "("', text, 1), "pattern"),
+    "a special id taken by a byte":
+        ("tok.bpe", lambda text: text.replace(EOT_LINE, EOT_LINE[:-3] + "65"), "special"),
+    "a special id past the vocabulary":
+        ("tok.bpe", lambda text: text.replace(EOT_LINE, EOT_LINE[:-3] + "600"), "special"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_FILES)
+def test_malformed_tokenizer_files_are_refused_in_one_line_naming_the_file(small, tmp_path, case):
+    name, damage, problem = BROKEN_FILES[case]
+    write_gpt2_files(small, tmp_path)
+    small.save(tmp_path / "tok.bpe")
+    path = tmp_path / name
+    damaged = damage(path.read_text(encoding="utf-8"))
+    assert damaged != path.read_text(encoding="utf-8")
+    path.write_text(damaged, encoding="utf-8")
+    with pytest.raises(ValueError) as error:
+        load_tokenizer(str(path) if name == "tok.bpe" else f"gpt2:{tmp_path}")
+    message = str(error.value)
+    assert name in message and problem in message and "\n" not in message
+
+
+def test_gpt2_style_files_of_our_own_load_with_our_ids(small, tmp_path):
+    """The fixture of the test above is a faithful GPT-2 layout: undamaged, it loads as `small`."""
+    write_gpt2_files(small, tmp_path)
+    loaded = load_tokenizer(f"gpt2:{tmp_path}")
+    assert loaded.merges == small.merges and loaded.special_tokens == small.special_tokens
