@@ -569,6 +569,10 @@ def main(argv=None):
         sub = commands.add_parser(name, help=f"{name} with a saved tokenizer or gpt2:DIR")
         sub.add_argument("--tokenizer", required=True, help="a file written by `train`, or gpt2:DIR with OpenAI's files")
         sub.add_argument("input", nargs="?", help="the text (encode) or ids (decode); read from stdin when left out")
+        if name == "encode":
+            sub.add_argument("--allow-special", action="store_true",
+                             help=f"encode text such as {ENDOFTEXT} as its special token; "
+                                  "by default it is plain text, which cannot end a document")
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
@@ -583,7 +587,10 @@ def main(argv=None):
             tokenizer = load_tokenizer(args.tokenizer)
             data = args.input if args.input is not None else sys.stdin.read()
             if args.command == "encode":
-                ids = tokenizer.encode(data, allowed_special="all")
+                if args.allow_special:
+                    ids = tokenizer.encode(data, allowed_special="all")
+                else:
+                    ids = tokenizer.encode_ordinary(data)
                 print(" ".join(map(str, ids)))
                 # The token boundaries, for a class to see; a token holding part of a character shows its bytes.
                 print("|".join(tokenizer.token_bytes(i).decode("utf-8", errors="backslashreplace") for i in ids))

@@ -437,3 +437,15 @@ def test_gpt2_style_files_of_our_own_load_with_our_ids(small, tmp_path):
     write_gpt2_files(small, tmp_path)
     loaded = load_tokenizer(f"gpt2:{tmp_path}")
     assert loaded.merges == small.merges and loaded.special_tokens == small.special_tokens
+
+
+def test_cli_encode_treats_typed_special_tokens_as_text_unless_allowed(small, tmp_path):
+    """tiktoken's rule, which the README states: text typed by a user cannot end a document."""
+    small.save(tmp_path / "tok.bpe")
+    reference = tiktoken_with_merges_of(small)
+    text = f"the end{ENDOFTEXT}the start"
+    plain = run_cli("encode", "--tokenizer", str(tmp_path / "tok.bpe"), text)
+    assert plain.stdout.split("\n")[0] == " ".join(map(str, reference.encode_ordinary(text)))
+    allowed = run_cli("encode", "--tokenizer", str(tmp_path / "tok.bpe"), "--allow-special", text)
+    expected = reference.encode(text, allowed_special="all")
+    assert allowed.stdout.split("\n")[0] == " ".join(map(str, expected)) and small.eot_id in expected
