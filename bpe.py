@@ -21,12 +21,14 @@ Usage:
 import argparse
 import heapq
 import json
+import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
 from pathlib import Path
 
@@ -234,8 +236,8 @@ class Tokenizer:
         jobs = [(piece, pattern) for text in texts for piece in safe_split(text, workers * 4 if workers > 1 else 1)]
         counter = Counter()
         if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                for partial in pool.map(_count_pretokens, jobs, chunksize=4):
+            with _worker_pool(workers) as pool:
+                for partial in pool.imap(_count_pretokens, jobs, chunksize=4):
                     counter.update(partial)
         else:
             for job in jobs:
@@ -335,8 +337,8 @@ class Tokenizer:
         if workers <= 1 or sum(map(len, texts)) < 1_000_000:
             return [_encode_one(self, text, allowed_special, ordinary) for text in texts]
         chunksize = max(1, len(texts) // (workers * 8))
-        with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(self, allowed_special, ordinary)) as pool:
-            return list(pool.map(_worker_encode, texts, chunksize=chunksize))
+        with _worker_pool(workers, self, allowed_special, ordinary) as pool:
+            return pool.map(_worker_encode, texts, chunksize=chunksize)
 
     def encode_file(self, path, *, num_workers=None, allowed_special=(), ordinary=False) -> list[int]:
         """Encode a large UTF-8 file on all cores: cut it where pre-tokens always end, encode the parts
@@ -495,12 +497,35 @@ def _encode_one(tokenizer, text, allowed_special, ordinary):
     return tokenizer.encode_ordinary(text) if ordinary else tokenizer.encode(text, allowed_special=allowed_special)
 
 
-# Worker processes of encode_batch get the tokenizer once, through the pool's initializer.
+def _worker_pool(workers, *arguments):
+    """Processes for the parallel paths; each gets `arguments` once (encode_batch: the tokenizer).
+
+    Ctrl-C in a terminal sends SIGINT to every process of the job. Workers that died of it each
+    printed a traceback and could leave the pool waiting forever, so they ignore it: the parent
+    alone raises KeyboardInterrupt, and leaving the pool's `with` block terminates the workers.
+    While the workers start (a few milliseconds), a Ctrl-C is only noted, so that it can neither
+    leave a pool half-made nor reach a worker before the worker ignores it; then it is acted on.
+    """
+    main = threading.current_thread() is threading.main_thread()  # where signal.signal works
+    noted = []
+    handler = signal.signal(signal.SIGINT, lambda *_: noted.append(True)) if main else None
+    try:
+        pool = multiprocessing.Pool(workers, _worker_init, arguments)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, handler or signal.default_int_handler)
+    if noted:
+        pool.terminate()
+        raise KeyboardInterrupt
+    return pool
+
+
 _worker_arguments = ()
 
 
 def _worker_init(*arguments):
     global _worker_arguments
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_arguments = arguments  # (tokenizer, allowed_special, ordinary)
 
 
@@ -599,6 +624,8 @@ def main(argv=None):
                 print(tokenizer.decode(ids))
     except (ValueError, OSError) as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: nothing was written")
 
 
 if __name__ == "__main__":

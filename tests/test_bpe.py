@@ -1,8 +1,11 @@
 """Tests for bpe.py: round trips, the textbook algorithm, files, special tokens, GPT-2 parity with tiktoken."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -449,3 +452,44 @@ def test_cli_encode_treats_typed_special_tokens_as_text_unless_allowed(small, tm
     allowed = run_cli("encode", "--tokenizer", str(tmp_path / "tok.bpe"), "--allow-special", text)
     expected = reference.encode(text, allowed_special="all")
     assert allowed.stdout.split("\n")[0] == " ".join(map(str, expected)) and small.eot_id in expected
+
+
+def live_processes():
+    """{pid: parent's pid} of the running processes (Linux: from /proc; a zombie has ended)."""
+    processes = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]  # after "pid (name)"
+        except (OSError, IndexError, ValueError):
+            continue  # it ended while we looked
+        if state != "Z":
+            processes[int(stat.parent.name)] = int(parent)
+    return processes
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists() or (os.cpu_count() or 1) < 2,
+                    reason="needs Linux's /proc and 2 cores (training uses processes from 2 MB on)")
+def test_ctrl_c_during_parallel_pre_tokenization_prints_one_line_and_ends_the_workers(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(MIXED * 300, encoding="utf-8")  # about 8 MB: seconds of work for the workers
+    command = [sys.executable, str(ROOT / "bpe.py"), "train", "--input", str(corpus),
+               "--vocab-size", "300", "--out", str(tmp_path / "t")]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if workers := [pid for pid, ppid in live_processes().items() if ppid == process.pid]:
+                break
+            time.sleep(0.05)
+        assert workers, "the workers never started"
+        time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C signals the whole job
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode != 0 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "interrupted" in stderr and not (tmp_path / "t").exists()
+    deadline = time.time() + 10
+    while set(workers) & set(live_processes()) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not set(workers) & set(live_processes()), "workers outlived the interrupted run"
