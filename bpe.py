@@ -45,7 +45,7 @@ GPT4_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+|
 
 ENDOFTEXT = "<|endoftext|>"
 NEVER = float("inf")  # the rank of a pair that is not a merge
-LONG_PRE_TOKEN = 64  # bytes; longer pre-tokens are merged with a heap (see Tokenizer._merge_with_heap)
+LONG_PRE_TOKEN = 48  # bytes; longer pre-tokens go to Tokenizer._merge_with_heap, faster there
 FILE_HEADER = "bpe.py tokenizer v1"
 
 
@@ -253,23 +253,26 @@ class Tokenizer:
         ids = [self.byte_ids[b] for b in _utf8(chunk)]
         if len(ids) > LONG_PRE_TOKEN:
             return self._merge_with_heap(ids)
-        while len(ids) >= 2:
-            ranks = list(map(self.merges.get, zip(ids, ids[1:]), repeat(NEVER)))  # the new id is the rank
-            first = min(ranks)
-            if first == NEVER:
-                break
+        get = self.merges.get
+        ranks = list(map(get, zip(ids, ids[1:]), repeat(NEVER)))  # of each pair (new id = rank)
+        while ranks and (first := min(ranks)) != NEVER:
             # Merging the leftmost occurrence, then looking again, equals merging all occurrences
             # left to right: the new pairs it creates all rank after `first`.
-            position = ranks.index(first)
-            ids[position:position + 2] = [first]
+            i = ranks.index(first)
+            ids[i:i + 2] = [first]
+            del ranks[i]  # only the pairs on either side of the merge change
+            if i < len(ranks):
+                ranks[i] = get((first, ids[i + 1]), NEVER)
+            if i > 0:
+                ranks[i - 1] = get((ids[i - 1], first), NEVER)
         return ids
 
     def _merge_with_heap(self, ids: list[int]) -> list[int]:
         """The merges of the loop in _encode_chunk, in O(n log n) time instead of O(n^2).
 
-        The loop rescans all n tokens after each of up to n merges: a 40,000-letter pre-token
-        (a base64 blob) takes a minute. Here the tokens stay at their byte positions and form a
-        linked list (`after[i]` is the position of the token after the one at i), and a heap
+        The loop scans all n pairs again after each of up to n merges: O(n^2), and a 40,000-letter
+        pre-token (a base64 blob) took a minute. Here the tokens stay at their byte positions and
+        form a linked list (`after[i]` is the position of the token after the one at i), and a heap
         holds (rank, position) for every adjacent pair that is a merge: its top is the pair the
         loop would pick, the lowest rank and, among equals, the leftmost. A merge changes only the
         pairs on either side of it, so it pushes at most two entries. Entries that an earlier
@@ -278,7 +281,7 @@ class Tokenizer:
         """
         get, n = self.merges.get, len(ids)
         after, before = list(range(1, n + 1)), list(range(-1, n - 1))  # n, -1: no neighbour
-        heap = [(rank, i) for i, pair in enumerate(zip(ids, ids[1:])) if (rank := get(pair)) is not None]
+        heap = [(rank, i) for i, pair in enumerate(zip(ids, ids[1:])) if (rank := get(pair))]
         heapq.heapify(heap)
         while heap:
             rank, i = heapq.heappop(heap)
@@ -289,7 +292,7 @@ class Tokenizer:
             if after[i] < n:
                 before[after[i]] = i
             for left in (before[i], i):  # the two new pairs: (previous, merged), (merged, next)
-                if left >= 0 and after[left] < n and (new := get((ids[left], ids[after[left]]))) is not None:
+                if left >= 0 and after[left] < n and (new := get((ids[left], ids[after[left]]))):
                     heapq.heappush(heap, (new, left))
         return [token for token in ids if token is not None]
 

@@ -493,3 +493,36 @@ def test_ctrl_c_during_parallel_pre_tokenization_prints_one_line_and_ends_the_wo
     while set(workers) & set(live_processes()) and time.time() < deadline:
         time.sleep(0.1)
     assert not set(workers) & set(live_processes()), "workers outlived the interrupted run"
+
+
+def textbook_encode(tokenizer, text):
+    """BPE encoding as Sennrich et al. (2016) describe it: apply each merge, in the order learned,
+    everywhere in each pre-token."""
+    ids = []
+    for chunk in regex.findall(tokenizer.pattern, text):
+        chunk_ids = [tokenizer.byte_ids[b] for b in chunk.encode("utf-8")]
+        for pair, new_id in sorted(tokenizer.merges.items(), key=lambda item: item[1]):
+            chunk_ids = naive_merge(chunk_ids, pair, new_id)
+        ids += chunk_ids
+    return ids
+
+
+def test_a_pre_token_that_is_a_token_is_still_encoded_by_the_merges():
+    """tiktoken skips the merges for a pre-token that is a token. That is exact only where the
+    merges make each token from its bytes (GPT-2's do): after b+c, a+b, ab+c, "abc" is a token,
+    yet the merges turn "abc" into "a" "bc". So tiktoken is no reference here; the textbook is."""
+    import random
+    a, b, c = b"abc"
+    tokenizer = Tokenizer({(b, c): 256, (a, b): 257, (257, c): 258})
+    assert tokenizer.encode_ordinary("abc") == textbook_encode(tokenizer, "abc") == [a, 256]
+    rng = random.Random(0)
+    for _ in range(300):  # random merges of a, b, c: about 1 token in 7 is not what its text encodes to
+        merges, ids = {}, [a, b, c]
+        for _ in range(rng.randint(1, 25)):
+            pair = (rng.choice(ids), rng.choice(ids))
+            if pair not in merges:
+                merges[pair] = 256 + len(merges)
+                ids.append(merges[pair])
+        tokenizer = Tokenizer(merges)
+        texts = [tokenizer.decode([i]) for i in ids]  # letters only: each text is one pre-token
+        assert [tokenizer.encode_ordinary(t) for t in texts] == [textbook_encode(tokenizer, t) for t in texts]
