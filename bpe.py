@@ -303,8 +303,8 @@ class Tokenizer:
         ids, cache, look_up = [], self.cache, self.cache.get  # local names: this loop is the hot path
         for chunk in self.compiled_pattern.findall(text):
             tokens = look_up(chunk)
-            if tokens is None:
-                tokens = cache[chunk] = self._encode_chunk(chunk)
+            if tokens is None:  # a tuple: unlike a list, the garbage collector soon ignores it
+                tokens = cache[chunk] = tuple(self._encode_chunk(chunk))
             ids += tokens
         return ids
 
