@@ -22,14 +22,16 @@ import argparse
 import heapq
 import importlib.util
 import json
+import multiprocessing
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import unicodedata
 import warnings
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
@@ -48,6 +50,7 @@ GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+
 
 ENDOFTEXT = "<|endoftext|>"
 NEVER = float("inf")  # the rank of a pair that is not a merge
+LONG_PRE_TOKEN = 48  # bytes; longer pre-tokens go to Tokenizer._merge_with_heap, faster there
 FILE_HEADER = "bpe.py tokenizer v1"
 
 
@@ -134,15 +137,33 @@ def _count_pretokens(args):
 class Tokenizer:
     def __init__(self, merges, *, pattern=GPT2_PATTERN, special_tokens=None, byte_ids=None):
         """merges: {(left_id, right_id): new_id}, where the new ids grow with the merge's rank.
-        byte_ids[b] is the id of the single byte b (0..255 in order, except in GPT-2's files)."""
+        byte_ids[b] is the id of the single byte b (0..255 in order, except in GPT-2's files).
+
+        The ids must number the vocabulary 0..vocab_size-1, each once: the bytes, then merge k
+        making id 256 + k from two ids below it, then the special tokens. A model's embedding
+        has one row per id, so anything else (a gap, an id used twice) would silently misread ids.
+        """
         self.merges = dict(merges)
         self.pattern = pattern
-        self.compiled_pattern = regex.compile(pattern)
+        try:
+            self.compiled_pattern = regex.compile(pattern)
+        except (regex.error, TypeError) as error:
+            raise ValueError(f"split pattern {pattern!r} is not a valid regex: {error}") from None
         self.special_tokens = dict(special_tokens or {})  # text -> id
         self.byte_ids = list(byte_ids) if byte_ids is not None else list(range(256))
+        if sorted(self.byte_ids) != list(range(256)):
+            raise ValueError("the single bytes must have the ids 0..255, one each")
         self.vocab = {self.byte_ids[b]: bytes([b]) for b in range(256)}  # id -> bytes
         for (left, right), new_id in sorted(self.merges.items(), key=lambda item: item[1]):
+            if new_id != len(self.vocab) or left not in self.vocab or right not in self.vocab:
+                raise ValueError(f"merge {left} {right} -> {new_id}: "
+                                 "merge k must make the id 256 + k from two ids below it")
             self.vocab[new_id] = self.vocab[left] + self.vocab[right]
+        first, ids = len(self.vocab), sorted(self.special_tokens.values())
+        texts_ok = all(isinstance(text, str) and text for text in self.special_tokens)
+        if not texts_ok or ids != list(range(first, first + len(ids))):
+            raise ValueError(f"special tokens {self.special_tokens}: each needs a non-empty text "
+                             f"and its own id, numbered from {first} on (after bytes and merges)")
         for text, token_id in self.special_tokens.items():
             self.vocab[token_id] = text.encode("utf-8")
         self.vocab_size = len(self.vocab)
@@ -173,7 +194,9 @@ class Tokenizer:
         Ties are broken deterministically: among pairs of equal count, the smallest
         (left_id, right_id) is merged first.
         """
-        special_tokens = list(special_tokens or [])
+        special_tokens = list(dict.fromkeys(special_tokens or []))  # a repeated token is one token
+        if "" in special_tokens:
+            raise ValueError("a special token cannot be empty: give its text, e.g. '<|endoftext|>'")
         num_merges = vocab_size - 256 - len(special_tokens)
         if num_merges < 0:
             raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + "
@@ -241,8 +264,8 @@ class Tokenizer:
         jobs = [(piece, pattern) for text in texts for piece in safe_split(text, pieces)]
         counter = Counter()
         if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                for partial in pool.map(_count_pretokens, jobs, chunksize=4):
+            with _worker_pool(workers) as pool:
+                for partial in pool.imap(_count_pretokens, jobs, chunksize=4):
                     counter.update(partial)
         else:
             for job in jobs:
@@ -257,17 +280,50 @@ class Tokenizer:
         (the lowest new id), until no adjacent pair is a known merge (as OpenAI's encoder.py
         does)."""
         ids = [self.byte_ids[b] for b in _utf8(chunk)]
-        while len(ids) >= 2:
-            # the new id is the rank
-            ranks = list(map(self.merges.get, zip(ids, ids[1:]), repeat(NEVER)))
-            first = min(ranks)
-            if first == NEVER:
-                break
+        if len(ids) > LONG_PRE_TOKEN:
+            return self._merge_with_heap(ids)
+        get = self.merges.get
+        ranks = list(map(get, zip(ids, ids[1:]), repeat(NEVER)))  # of each pair (new id = rank)
+        while ranks and (first := min(ranks)) != NEVER:
             # Merging the leftmost occurrence, then looking again, equals merging all occurrences
             # left to right: the new pairs it creates all rank after `first`.
-            position = ranks.index(first)
-            ids[position:position + 2] = [first]
+            i = ranks.index(first)
+            ids[i:i + 2] = [first]
+            del ranks[i]  # only the pairs on either side of the merge change
+            if i < len(ranks):
+                ranks[i] = get((first, ids[i + 1]), NEVER)
+            if i > 0:
+                ranks[i - 1] = get((ids[i - 1], first), NEVER)
         return ids
+
+    def _merge_with_heap(self, ids: list[int]) -> list[int]:
+        """The merges of the loop in _encode_chunk, in O(n log n) time instead of O(n^2).
+
+        The loop scans all n pairs again after each of up to n merges: O(n^2), and a 40,000-letter
+        pre-token (a base64 blob) took a minute. Here the tokens stay at their byte positions and
+        form a linked list (`after[i]` is the position of the token after the one at i), and a heap
+        holds (rank, position) for every adjacent pair that is a merge: its top is the pair the
+        loop would pick, the lowest rank and, among equals, the leftmost. A merge changes only the
+        pairs on either side of it, so it pushes at most two entries. Entries that an earlier
+        merge made stale are recognised when popped: the pair now at that position is no longer
+        the merge of that rank (a rank is the new id of exactly one pair).
+        """
+        get, n = self.merges.get, len(ids)
+        after, before = list(range(1, n + 1)), list(range(-1, n - 1))  # n, -1: no neighbour
+        heap = [(rank, i) for i, pair in enumerate(zip(ids, ids[1:])) if (rank := get(pair))]
+        heapq.heapify(heap)
+        while heap:
+            rank, i = heapq.heappop(heap)
+            j = after[i]
+            if ids[i] is None or j == n or get((ids[i], ids[j])) != rank:
+                continue  # stale
+            ids[i], ids[j], after[i] = rank, None, after[j]  # the token at i swallows its neighbour
+            if after[i] < n:
+                before[after[i]] = i
+            for left in (before[i], i):  # the two new pairs: (previous, merged), (merged, next)
+                if left >= 0 and after[left] < n and (new := get((ids[left], ids[after[left]]))):
+                    heapq.heappush(heap, (new, left))
+        return [token for token in ids if token is not None]
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text, treating special-token text as plain text."""
@@ -276,8 +332,8 @@ class Tokenizer:
         ids, cache, look_up = [], self.cache, self.cache.get  # local names: this is the hot path
         for chunk in self.compiled_pattern.findall(text):
             tokens = look_up(chunk)
-            if tokens is None:
-                tokens = cache[chunk] = self._encode_chunk(chunk)
+            if tokens is None:  # a tuple: unlike a list, the garbage collector soon ignores it
+                tokens = cache[chunk] = tuple(self._encode_chunk(chunk))
             ids += tokens
         return ids
 
@@ -317,9 +373,8 @@ class Tokenizer:
         if workers <= 1 or sum(map(len, texts)) < 1_000_000:
             return [_encode_one(self, text, allowed_special, ordinary) for text in texts]
         chunksize = max(1, len(texts) // (workers * 8))
-        with ProcessPoolExecutor(workers, initializer=_worker_init,
-                                 initargs=(self, allowed_special, ordinary)) as pool:
-            return list(pool.map(_worker_encode, texts, chunksize=chunksize))
+        with _worker_pool(workers, self, allowed_special, ordinary) as pool:
+            return pool.map(_worker_encode, texts, chunksize=chunksize)
 
     def encode_file(self, path, *, num_workers=None, allowed_special=(),
                     ordinary=False) -> list[int]:
@@ -362,22 +417,39 @@ class Tokenizer:
             lines = Path(vocab_bpe).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"cannot read GPT-2 vocabulary files: {error}") from None
-        byte_ids = [encoder[BYTE_TO_CHAR[b]] for b in range(256)]
+        if not isinstance(encoder, dict) or not all(type(i) is int for i in encoder.values()):
+            raise ValueError(f"{encoder_json}: expected a JSON object mapping each token to its id")
+        if missing := [b for b in range(256) if BYTE_TO_CHAR[b] not in encoder]:
+            raise ValueError(f"{encoder_json}: no id for the byte {missing[0]:#04x} "
+                             f"({BYTE_TO_CHAR[missing[0]]!r})")
         merges = {}
         for line_number, line in enumerate(lines, start=1):
             if line.startswith("#version") or not line.strip():
                 continue
-            parts = line.split()
-            if len(parts) != 2 or any(p not in encoder for p in (*parts, "".join(parts))):
-                raise ValueError(f"{vocab_bpe}: line {line_number}: not a merge of two known "
-                                 f"tokens: {line!r}")
-            new_id = encoder[parts[0] + parts[1]]
+            try:
+                left, right = line.split()
+                pair, new_id = (encoder[left], encoder[right]), encoder[left + right]
+            except (ValueError, KeyError):
+                problem = f"line {line_number}: not a merge of two known tokens: {line!r}"
+                raise ValueError(f"{vocab_bpe}: {problem}") from None
             if new_id != 256 + len(merges):
                 raise ValueError(f"{vocab_bpe}: line {line_number}: merge makes id {new_id}, "
                                  f"expected {256 + len(merges)}")
-            merges[encoder[parts[0]], encoder[parts[1]]] = new_id
+            merges[pair] = new_id
+        # The tokens after the merges are special (GPT-2 has one, <|endoftext|>). One that joins two
+        # tokens made before it is what a missing merge would make: vocab.bpe has lost its end.
         special = {token: i for token, i in encoder.items() if i >= 256 + len(merges)}
-        return cls(merges, pattern=GPT2_PATTERN, special_tokens=special, byte_ids=byte_ids)
+        made = {token for token in encoder if token not in special}
+        halves = [(t[:k], t[k:]) for t in special for k in range(1, len(t))]
+        if joined := [a + b for a, b in halves if a in made and b in made]:
+            raise ValueError(f"{vocab_bpe} has {len(merges)} merges, yet {encoder_json} has "
+                             f"{joined[0]!r} after them, joining two tokens: "
+                             f"is {vocab_bpe} cut short?")
+        byte_ids = [encoder[BYTE_TO_CHAR[b]] for b in range(256)]
+        try:
+            return cls(merges, pattern=GPT2_PATTERN, special_tokens=special, byte_ids=byte_ids)
+        except ValueError as error:
+            raise ValueError(f"{encoder_json}, {vocab_bpe}: {error}") from None
 
     def with_special_tokens(self, tokens):
         """A copy with more special tokens, numbered from vocab_size on (GPT-1's fine-tuning adds
@@ -420,7 +492,7 @@ class Tokenizer:
             key, _, value = line.partition(" ")
             try:
                 if expected is not None:  # inside the merge list: merge k makes id 256 + k
-                    left, right = int(key), int(value.split()[0])
+                    left, right = map(int, line.split()[:2])
                     if not (0 <= left < 256 + len(merges) and 0 <= right < 256 + len(merges)):
                         fail(line_number, f"merge refers to an id not defined above it: {line!r}")
                     merges[left, right] = 256 + len(merges)
@@ -445,7 +517,10 @@ class Tokenizer:
             fail(len(lines), "missing 'pattern' or 'merges' entry (truncated file?)")
         if len(merges) != expected:
             fail(len(lines), f"expected {expected} merges, found {len(merges)} (truncated file?)")
-        return cls(merges, pattern=pattern, special_tokens=special, byte_ids=byte_ids)
+        try:
+            return cls(merges, pattern=pattern, special_tokens=special, byte_ids=byte_ids)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
 
     def save(self, path):
         """Write atomically (temporary file, then rename), so an interrupted save loses nothing."""
@@ -469,12 +544,35 @@ def _encode_one(tokenizer, text, allowed_special, ordinary):
     return tokenizer.encode(text, allowed_special=allowed_special)
 
 
-# Worker processes of encode_batch get the tokenizer once, through the pool's initializer.
+def _worker_pool(workers, *arguments):
+    """Processes for the parallel paths; each gets `arguments` once (encode_batch: the tokenizer).
+
+    Ctrl-C in a terminal sends SIGINT to every process of the job. Workers that died of it each
+    printed a traceback and could leave the pool waiting forever, so they ignore it: the parent
+    alone raises KeyboardInterrupt, and leaving the pool's `with` block terminates the workers.
+    While the workers start (a few milliseconds), a Ctrl-C is only noted, so that it can neither
+    leave a pool half-made nor reach a worker before the worker ignores it; then it is acted on.
+    """
+    main = threading.current_thread() is threading.main_thread()  # where signal.signal works
+    noted = []
+    handler = signal.signal(signal.SIGINT, lambda *_: noted.append(True)) if main else None
+    try:
+        pool = multiprocessing.Pool(workers, _worker_init, arguments)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, handler or signal.default_int_handler)
+    if noted:
+        pool.terminate()
+        raise KeyboardInterrupt
+    return pool
+
+
 _worker_arguments = ()
 
 
 def _worker_init(*arguments):
     global _worker_arguments
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_arguments = arguments  # (tokenizer, allowed_special, ordinary)
 
 
@@ -735,7 +833,18 @@ def main(argv=None):
                          "model's folder (DIR or gpt2:DIR) with its vocabulary files")
         sub.add_argument("input", nargs="?", help="the text (encode) or ids (decode); read from "
                                                   "stdin when left out")
+        if name == "encode":
+            sub.add_argument("--allow-special", action="store_true",
+                             help=f"encode text such as {ENDOFTEXT} as its special token; "
+                                  "by default it is plain text, which cannot end a document")
     args = parser.parse_args(argv)
+    try:
+        run_command(args)
+    except KeyboardInterrupt:
+        sys.exit("interrupted: nothing was written")
+
+
+def run_command(args):
     with one_line_errors():
         if args.command == "train":
             texts = [read_text(f) for f in text_files(args.input)]
@@ -752,7 +861,10 @@ def main(argv=None):
             tokenizer = load_tokenizer(args.tokenizer)
             data = args.input if args.input is not None else sys.stdin.read()
             if args.command == "encode":
-                ids = tokenizer.encode(data, allowed_special="all")
+                if args.allow_special:
+                    ids = tokenizer.encode(data, allowed_special="all")
+                else:
+                    ids = tokenizer.encode_ordinary(data)
                 print(" ".join(map(str, ids)))
                 # The token boundaries, for a class to see; a token holding part of a character
                 # shows its bytes.

@@ -6,6 +6,7 @@ Benchmark bpe.py against the references, side by side in one process:
 
     python bench/bpe.py                 # 10 MB of ../shared/data/bench/gutenberg_en_corpus.txt
     python bench/bpe.py --megabytes 0   # the whole 73 MB corpus
+    python bench/bpe.py --encode-only   # skip the training rows
 
 Needs: pip install tiktoken tokenizers. Prints a markdown table for bench/RESULTS.md.
 """
@@ -29,12 +30,19 @@ DATA = ROOT.parent / "shared" / "data"
 
 def best_time(function, repeats):
     """The fastest of several runs: the least disturbed by whatever else the machine does."""
-    times, result = [], None
+    return best_times([function], repeats)[0]
+
+
+def best_times(functions, repeats):
+    """(fastest time, result) of each function over several rounds, the functions taking turns in
+    each round: on a shared machine a busy spell then slows every function alike, not just one."""
+    times, results = [[] for _ in functions], [None] * len(functions)
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+        for i, function in enumerate(functions):
+            start = time.perf_counter()
+            results[i] = function()
+            times[i].append(time.perf_counter() - start)
+    return [(min(t), result) for t, result in zip(times, results)]
 
 
 def main():
@@ -42,6 +50,7 @@ def main():
     parser.add_argument("--megabytes", type=float, default=10, help="how much of the corpus to use (0: all of it)")
     parser.add_argument("--vocab-size", type=int, default=32768)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--encode-only", action="store_true", help="skip training (the slow rows)")
     args = parser.parse_args()
 
     corpus = DATA / "bench" / "gutenberg_en_corpus.txt"
@@ -57,18 +66,23 @@ def main():
     encoder_json, vocab_bpe = DATA / "gpt2" / "encoder.json", DATA / "gpt2" / "vocab.bpe"
     ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(vocab_bpe), encoder_json_file=str(encoder_json))
     reference = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: 50256})
-    reference_time, reference_ids = best_time(lambda: reference.encode_ordinary(text), args.repeats)
-    cold_time, cold_ids = best_time(lambda: Tokenizer.from_gpt2(encoder_json, vocab_bpe).encode_ordinary(text), args.repeats)
     ours = Tokenizer.from_gpt2(encoder_json, vocab_bpe)
     ours.encode_ordinary(text)
-    warm_time, warm_ids = best_time(lambda: ours.encode_ordinary(text), args.repeats)
+    (reference_time, reference_ids), (cold_time, cold_ids), (warm_time, warm_ids), (split_time, _), (load_time, _) = \
+        best_times([lambda: reference.encode_ordinary(text),
+                    lambda: Tokenizer.from_gpt2(encoder_json, vocab_bpe).encode_ordinary(text),
+                    lambda: ours.encode_ordinary(text),
+                    lambda: ours.compiled_pattern.findall(text),  # the floor under ours
+                    lambda: Tokenizer.from_gpt2(encoder_json, vocab_bpe)], args.repeats)
     assert cold_ids == warm_ids == reference_ids, "ids differ from tiktoken"
-    split_time, _ = best_time(lambda: ours.compiled_pattern.findall(text), args.repeats)  # the floor under ours
     rows.append(("encode, tiktoken (reference)", f"{megabytes / reference_time:.2f} MB/s", "1.00x"))
     rows.append(("encode, bpe.py, fresh cache", f"{megabytes / cold_time:.2f} MB/s", f"{reference_time / cold_time:.2f}x"))
     rows.append(("encode, bpe.py, warm cache", f"{megabytes / warm_time:.2f} MB/s", f"{reference_time / warm_time:.2f}x"))
     rows.append(("pre-tokenization alone (`regex` findall)", f"{megabytes / split_time:.2f} MB/s", f"{reference_time / split_time:.2f}x"))
+    rows.append(("loading the GPT-2 files (part of the fresh row)", f"{load_time:.2f} s", ""))
     print(f"encoded {megabytes:.1f} MB: {len(reference_ids):,} tokens, identical ids", file=sys.stderr)
+    if args.encode_only:
+        return print_table(megabytes, rows)
 
     # 2. Training a vocabulary of the same size on the same text.
     def train_hf():
@@ -93,6 +107,10 @@ def main():
     rows.append(("train 512 merges on 100 KB, textbook algorithm", f"{naive_time:.2f} s", f"{naive_time / fast_time:.0f}x the time"))
     rows.append(("train 512 merges on 100 KB, bpe.py", f"{fast_time:.2f} s", "1.00x"))
 
+    print_table(megabytes, rows)
+
+
+def print_table(megabytes, rows):
     print(f"| measurement ({megabytes:.1f} MB of Gutenberg text) | figure | ratio |")
     print("| --- | ---: | ---: |")
     for row in rows:

@@ -1,8 +1,11 @@
 """Tests for bpe.py: round trips, the textbook algorithm, files, special tokens, GPT-2 parity with tiktoken."""
 
+import json
+import os
+import signal
 import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ import regex
 from hypothesis import given, settings, strategies as st
 
 import bpe
-from bpe import (ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN, Tokenizer, load_tokenizer, merge,
+from bpe import (ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN, Tokenizer, load_tokenizer, merge, printable,
                  safe_split, textbook_merges)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,12 +141,13 @@ def test_a_large_corpus_counted_in_worker_processes_makes_the_same_merges(monkey
     assert sum(map(len, documents)) > 2_000_000
     pools = []
 
-    class RecordedPool(ProcessPoolExecutor):
-        def __init__(self, workers, *args, **kwargs):
-            pools.append(workers)
-            super().__init__(workers, *args, **kwargs)
+    worker_pool = bpe._worker_pool
 
-    monkeypatch.setattr(bpe, "ProcessPoolExecutor", RecordedPool)
+    def recorded_pool(workers, *arguments):
+        pools.append(workers)
+        return worker_pool(workers, *arguments)
+
+    monkeypatch.setattr(bpe, "_worker_pool", recorded_pool)
     monkeypatch.setattr(bpe.os, "cpu_count", lambda: 4)
     parallel = Tokenizer.train(documents, 400)
     monkeypatch.setattr(bpe.os, "cpu_count", lambda: 1)
@@ -357,3 +361,193 @@ def test_cli_errors_are_one_line(tmp_path, case):
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "t").exists()  # nothing half-written
+
+
+# ---------------------------------------------------------------- misuse and scale (issue 13)
+
+def tiktoken_with_merges_of(tokenizer):
+    """tiktoken given our merges as its ranks: an independent encoder for any tokenizer of ours."""
+    tiktoken = pytest.importorskip("tiktoken")
+    ranks = {tokenizer.token_bytes(i): i for i in range(256 + len(tokenizer.merges))}
+    return tiktoken.Encoding("ours", pat_str=tokenizer.pattern, mergeable_ranks=ranks,
+                             special_tokens=tokenizer.special_tokens)
+
+
+@pytest.mark.timeout(60)  # a loop that rescans the pre-token after each merge needs minutes here
+def test_gpt2_long_pre_tokens_match_tiktoken(gpt2, tiktoken_gpt2):
+    """One 100,000-letter 'word' (a minified file, a base64 blob) must not act as a hang."""
+    import random
+    import string
+    rng = random.Random(0)
+    for alphabet in ("a", string.ascii_letters, string.digits, "éa你"):
+        text = "".join(rng.choices(alphabet, k=100_000))
+        assert len(regex.findall(GPT2_PATTERN, text)) == 1
+        assert gpt2.encode_ordinary(text) == tiktoken_gpt2.encode_ordinary(text)
+
+
+def test_heap_merge_equals_tiktoken_on_short_pre_tokens_too(small, monkeypatch):
+    """The heap path (for long pre-tokens) forced onto every pre-token gives tiktoken's ids."""
+    monkeypatch.setattr("bpe.LONG_PRE_TOKEN", 1)
+    fresh = Tokenizer(small.merges, special_tokens=small.special_tokens)  # an empty cache
+    reference = tiktoken_with_merges_of(small)
+    for text in [MIXED, *ADVERSARIAL]:
+        assert fresh.encode_ordinary(text) == reference.encode_ordinary(text)
+
+
+def test_training_with_a_repeated_special_token_keeps_every_id_in_the_vocabulary():
+    specials = [ENDOFTEXT, "<|pad|>", ENDOFTEXT]
+    tokenizer = Tokenizer.train(TRAINING_TEXTS["code"], 300, special_tokens=specials)
+    assert tokenizer.vocab_size == 300 and len(tokenizer.merges) == 300 - 256 - 2
+    assert sorted(tokenizer.special_tokens.values()) == [298, 299]  # rows of a 300-row embedding
+    with pytest.raises(ValueError, match="empty"):
+        Tokenizer.train(TRAINING_TEXTS["code"], 300, special_tokens=[""])
+
+
+def test_cli_refuses_an_empty_special_token_before_training(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TRAINING_TEXTS["prose"], encoding="utf-8")
+    out = tmp_path / "t"
+    result = run_cli("train", "--input", str(corpus), "--vocab-size", "300", "--out", str(out),
+                     "--special", "")
+    assert result.returncode != 0 and result.stderr.startswith("error: ")
+    assert "empty" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def write_gpt2_files(tokenizer, folder):
+    """Our tokenizer in OpenAI's format: encoder.json (token in the printable byte alphabet -> id)
+    and vocab.bpe (one merge per line, in rank order), as openai/gpt-2's encoder.py reads them."""
+    encoder = {printable(tokenizer.token_bytes(i)): i for i in range(256 + len(tokenizer.merges))}
+    encoder.update(tokenizer.special_tokens)
+    merges = sorted(tokenizer.merges.items(), key=lambda item: item[1])
+    lines = ["#version: 0.2"]
+    lines += [" ".join(printable(tokenizer.token_bytes(i)) for i in pair) for pair, _ in merges]
+    (folder / "encoder.json").write_text(json.dumps(encoder), encoding="utf-8")
+    (folder / "vocab.bpe").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+EOT_LINE = f'special "{ENDOFTEXT}" 511'
+BROKEN_FILES = {  # case -> (the file, how to damage its text, what the one-line error must say)
+    "vocab.bpe cut at a line boundary":
+        ("vocab.bpe", lambda text: "\n".join(text.split("\n")[:101]) + "\n", "cut short"),
+    "encoder.json missing a byte":
+        ("encoder.json", lambda text: text.replace('"A": 65, ', ""), "byte 0x41"),
+    "encoder.json written as a list":
+        ("encoder.json", lambda text: json.dumps(list(json.loads(text))), "JSON object"),
+    "a merge line with one number":
+        ("tok.bpe", lambda text: regex.sub(r"(?m)^(\d+) \d+  .*$", r"\1", text, 1), "cannot parse"),
+    "a bad split pattern":
+        ("tok.bpe", lambda text: regex.sub(r"(?m)^pattern .*", 'pattern "("', text, 1), "pattern"),
+    "a special id taken by a byte":
+        ("tok.bpe", lambda text: text.replace(EOT_LINE, EOT_LINE[:-3] + "65"), "special"),
+    "a special id past the vocabulary":
+        ("tok.bpe", lambda text: text.replace(EOT_LINE, EOT_LINE[:-3] + "600"), "special"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_FILES)
+def test_malformed_tokenizer_files_are_refused_in_one_line_naming_the_file(small, tmp_path, case):
+    name, damage, problem = BROKEN_FILES[case]
+    write_gpt2_files(small, tmp_path)
+    small.save(tmp_path / "tok.bpe")
+    path = tmp_path / name
+    damaged = damage(path.read_text(encoding="utf-8"))
+    assert damaged != path.read_text(encoding="utf-8")
+    path.write_text(damaged, encoding="utf-8")
+    with pytest.raises(ValueError) as error:
+        load_tokenizer(str(path) if name == "tok.bpe" else f"gpt2:{tmp_path}")
+    message = str(error.value)
+    assert name in message and problem in message and "\n" not in message
+
+
+def test_gpt2_style_files_of_our_own_load_with_our_ids(small, tmp_path):
+    """The fixture of the test above is a faithful GPT-2 layout: undamaged, it loads as `small`."""
+    write_gpt2_files(small, tmp_path)
+    loaded = load_tokenizer(f"gpt2:{tmp_path}")
+    assert loaded.merges == small.merges and loaded.special_tokens == small.special_tokens
+
+
+def test_cli_encode_treats_typed_special_tokens_as_text_unless_allowed(small, tmp_path):
+    """tiktoken's rule, which the README states: text typed by a user cannot end a document."""
+    small.save(tmp_path / "tok.bpe")
+    reference = tiktoken_with_merges_of(small)
+    text = f"the end{ENDOFTEXT}the start"
+    plain = run_cli("encode", "--tokenizer", str(tmp_path / "tok.bpe"), text)
+    assert plain.stdout.split("\n")[0] == " ".join(map(str, reference.encode_ordinary(text)))
+    allowed = run_cli("encode", "--tokenizer", str(tmp_path / "tok.bpe"), "--allow-special", text)
+    expected = reference.encode(text, allowed_special="all")
+    assert allowed.stdout.split("\n")[0] == " ".join(map(str, expected)) and small.eot_id in expected
+
+
+def live_processes():
+    """{pid: parent's pid} of the running processes (Linux: from /proc; a zombie has ended)."""
+    processes = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]  # after "pid (name)"
+        except (OSError, IndexError, ValueError):
+            continue  # it ended while we looked
+        if state != "Z":
+            processes[int(stat.parent.name)] = int(parent)
+    return processes
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists() or (os.cpu_count() or 1) < 2,
+                    reason="needs Linux's /proc and 2 cores (training uses processes from 2 MB on)")
+def test_ctrl_c_during_parallel_pre_tokenization_prints_one_line_and_ends_the_workers(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(MIXED * 300, encoding="utf-8")  # about 8 MB: seconds of work for the workers
+    command = [sys.executable, str(ROOT / "bpe.py"), "train", "--input", str(corpus),
+               "--vocab-size", "300", "--out", str(tmp_path / "t")]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if workers := [pid for pid, ppid in live_processes().items() if ppid == process.pid]:
+                break
+            time.sleep(0.05)
+        assert workers, "the workers never started"
+        time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C signals the whole job
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode != 0 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "interrupted" in stderr and not (tmp_path / "t").exists()
+    deadline = time.time() + 10
+    while set(workers) & set(live_processes()) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not set(workers) & set(live_processes()), "workers outlived the interrupted run"
+
+
+def textbook_encode(tokenizer, text):
+    """BPE encoding as Sennrich et al. (2016) describe it: apply each merge, in the order learned,
+    everywhere in each pre-token."""
+    ids = []
+    for chunk in regex.findall(tokenizer.pattern, text):
+        chunk_ids = [tokenizer.byte_ids[b] for b in chunk.encode("utf-8")]
+        for pair, new_id in sorted(tokenizer.merges.items(), key=lambda item: item[1]):
+            chunk_ids = merge(chunk_ids, pair, new_id)
+        ids += chunk_ids
+    return ids
+
+
+def test_a_pre_token_that_is_a_token_is_still_encoded_by_the_merges():
+    """tiktoken skips the merges for a pre-token that is a token. That is exact only where the
+    merges make each token from its bytes (GPT-2's do): after b+c, a+b, ab+c, "abc" is a token,
+    yet the merges turn "abc" into "a" "bc". So tiktoken is no reference here; the textbook is."""
+    import random
+    a, b, c = b"abc"
+    tokenizer = Tokenizer({(b, c): 256, (a, b): 257, (257, c): 258})
+    assert tokenizer.encode_ordinary("abc") == textbook_encode(tokenizer, "abc") == [a, 256]
+    rng = random.Random(0)
+    for _ in range(300):  # random merges of a, b, c: about 1 token in 7 is not what its text encodes to
+        merges, ids = {}, [a, b, c]
+        for _ in range(rng.randint(1, 25)):
+            pair = (rng.choice(ids), rng.choice(ids))
+            if pair not in merges:
+                merges[pair] = 256 + len(merges)
+                ids.append(merges[pair])
+        tokenizer = Tokenizer(merges)
+        texts = [tokenizer.decode([i]) for i in ids]  # letters only: each text is one pre-token
+        assert [tokenizer.encode_ordinary(t) for t in texts] == [textbook_encode(tokenizer, t) for t in texts]
