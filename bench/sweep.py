@@ -1,0 +1,83 @@
+"""A small sweep over train.py's settings for the default run on a CPU (issue 16): which recipe
+makes the best model in the minutes a laptop gives it?
+
+    python bench/sweep.py                          # the built-in grid, about an hour on 2 cores
+    python bench/sweep.py --only 0 3 --steps 300   # a few rows, shorter
+    python bench/sweep.py --grid my_grid.json      # a JSON list of {"flag": value} dicts
+
+Each row is a separate `python train.py` process (like the user's), timed as a whole, with its
+data cache shared across rows of the same vocabulary (so the BPE is trained once per size and its
+time is reported apart). Reported: wall time, tokens/s, final validation loss in bits per byte. The
+figure to compare is bits per byte at equal wall time: a recipe that is better per step but slower
+may not be better per minute.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Each row gets the compute of 500 default steps (max_iters scaled by the FLOPs per token, 6N +
+# 12 * n_layer * n_embd * block_size), so bits per byte compare at equal work, whatever else runs on
+# the machine; the wall time of the winner is then measured alone, with `python train.py`.
+GRID = [
+    {"max_iters": 500, "model": "gpt-micro"},  # the default run until issue 16, at half length
+    {"max_iters": 600, "model": "gpt-micro", "vocab_size": 2048},
+    {"max_iters": 375, "model": "gpt-micro", "vocab_size": 8192},
+    {"max_iters": 500, "model": "gpt-micro", "learning_rate": 6e-3},
+    {"max_iters": 750, "model": "gpt-tiny"},  # 2 layers instead of 4
+    {"max_iters": 250, "model": "gpt-micro", "batch_size": 32},
+    {"max_iters": 430, "model": "gpt-micro", "block_size": 512, "batch_size": 8},
+    {"max_iters": 1840, "model": "gpt-nano"},
+]
+
+
+def run(flags: dict, cache_dir: Path, steps: int | None, timeout: float):
+    """One train.py run in a temporary out dir; returns (wall seconds, its log entries)."""
+    argv = [sys.executable, str(ROOT / "train.py"), "--cache-dir", str(cache_dir),
+            "--sample-tokens", "0"]
+    if steps:
+        flags = {"max_iters": steps, **flags}
+    for key, value in flags.items():
+        name = "--" + key.replace("_", "-")
+        if value is True or value is False:
+            argv.append(name if value else f"--no-{key.replace('_', '-')}")
+        else:
+            argv += [name, str(value)]
+    with tempfile.TemporaryDirectory() as out_dir:
+        start = time.time()
+        subprocess.run(argv + ["--out-dir", out_dir], check=True, cwd=ROOT, timeout=timeout,
+                       stdout=subprocess.DEVNULL)
+        wall = time.time() - start
+        log = [json.loads(line) for line in (Path(out_dir) / "log.jsonl").read_text().splitlines()]
+    return wall, log
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grid", type=Path,
+                        help="a JSON list of flag dicts (default: the built-in grid)")
+    parser.add_argument("--only", type=int, nargs="*", help="run only these rows of the grid")
+    parser.add_argument("--steps", type=int, help="max_iters for rows that do not set it")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    args = parser.parse_args()
+    grid = json.loads(args.grid.read_text()) if args.grid else GRID
+    rows = [grid[i] for i in args.only] if args.only is not None else grid
+    print("| flags (on top of the CPU defaults) | wall (min) | tokens/s | val bits per byte |")
+    print("| --- | ---: | ---: | ---: |")
+    with tempfile.TemporaryDirectory() as cache_dir:
+        for flags in rows:
+            wall, log = run(flags, Path(cache_dir), args.steps, args.timeout)
+            speed = [e["tokens_per_second"] for e in log if "tokens_per_second" in e]
+            bpb = [e["val_bpb"] for e in log if e.get("val_bpb")][-1]
+            shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items())
+            print(f"| {shown} | {wall / 60:.1f} | {speed[-1]:,} | {bpb:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
