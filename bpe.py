@@ -559,8 +559,8 @@ def _worker_pool(workers, *arguments):
     try:
         pool = multiprocessing.Pool(workers, _worker_init, arguments)
     finally:
-        if main:
-            signal.signal(signal.SIGINT, handler or signal.default_int_handler)
+        if main:  # None: the handler was not set from Python
+            signal.signal(signal.SIGINT, signal.default_int_handler if handler is None else handler)
     if noted:
         pool.terminate()
         raise KeyboardInterrupt

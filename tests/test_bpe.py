@@ -476,7 +476,8 @@ def test_cli_encode_treats_typed_special_tokens_as_text_unless_allowed(small, tm
     assert plain.stdout.split("\n")[0] == " ".join(map(str, reference.encode_ordinary(text)))
     allowed = run_cli("encode", "--tokenizer", str(tmp_path / "tok.bpe"), "--allow-special", text)
     expected = reference.encode(text, allowed_special="all")
-    assert allowed.stdout.split("\n")[0] == " ".join(map(str, expected)) and small.eot_id in expected
+    assert small.eot_id in expected
+    assert allowed.stdout.split("\n")[0] == " ".join(map(str, expected))
 
 
 def live_processes():
@@ -496,7 +497,7 @@ def live_processes():
                     reason="needs Linux's /proc and 2 cores (training uses processes from 2 MB on)")
 def test_ctrl_c_during_parallel_pre_tokenization_prints_one_line_and_ends_the_workers(tmp_path):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text(MIXED * 300, encoding="utf-8")  # about 8 MB: seconds of work for the workers
+    corpus.write_text(MIXED * 1000, encoding="utf-8")  # 28 MB: a second or more in the workers
     command = [sys.executable, str(ROOT / "bpe.py"), "train", "--input", str(corpus),
                "--vocab-size", "300", "--out", str(tmp_path / "t")]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -505,19 +506,22 @@ def test_ctrl_c_during_parallel_pre_tokenization_prints_one_line_and_ends_the_wo
         while time.time() < deadline:
             if workers := [pid for pid, ppid in live_processes().items() if ppid == process.pid]:
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         assert workers, "the workers never started"
-        time.sleep(0.2)
-        os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C signals the whole job
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode != 0 and len(stderr.strip().splitlines()) == 1, stderr
-    assert "interrupted" in stderr and not (tmp_path / "t").exists()
-    deadline = time.time() + 10
-    while set(workers) & set(live_processes()) and time.time() < deadline:
         time.sleep(0.1)
-    assert not set(workers) & set(live_processes()), "workers outlived the interrupted run"
+        os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C signals the whole job
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode != 0 and len(stderr.strip().splitlines()) == 1, stderr
+        assert "interrupted" in stderr and not (tmp_path / "t").exists()
+        deadline = time.time() + 10
+        while set(workers) & set(live_processes()) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not set(workers) & set(live_processes()), "workers outlived the interrupted run"
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # what is left of the job if the test failed
+        except ProcessLookupError:
+            pass
 
 
 def textbook_encode(tokenizer, text):
@@ -541,7 +545,7 @@ def test_a_pre_token_that_is_a_token_is_still_encoded_by_the_merges():
     tokenizer = Tokenizer({(b, c): 256, (a, b): 257, (257, c): 258})
     assert tokenizer.encode_ordinary("abc") == textbook_encode(tokenizer, "abc") == [a, 256]
     rng = random.Random(0)
-    for _ in range(300):  # random merges of a, b, c: about 1 token in 7 is not what its text encodes to
+    for _ in range(300):  # random merges of a, b, c: the text of 1 token in 4 encodes to others
         merges, ids = {}, [a, b, c]
         for _ in range(rng.randint(1, 25)):
             pair = (rng.choice(ids), rng.choice(ids))
@@ -550,4 +554,5 @@ def test_a_pre_token_that_is_a_token_is_still_encoded_by_the_merges():
                 ids.append(merges[pair])
         tokenizer = Tokenizer(merges)
         texts = [tokenizer.decode([i]) for i in ids]  # letters only: each text is one pre-token
-        assert [tokenizer.encode_ordinary(t) for t in texts] == [textbook_encode(tokenizer, t) for t in texts]
+        assert [tokenizer.encode_ordinary(t) for t in texts] == [textbook_encode(tokenizer, t)
+                                                                 for t in texts]
