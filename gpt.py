@@ -74,6 +74,8 @@ PRESETS = {
     # Small models that train on a laptop CPU (GPT-2's architecture); vocab_size: your tokenizer's.
     "gpt-mini": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.1),
     "gpt-micro": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
+    # train.py's CPU default: at equal compute, 2 layers for more steps beat 4 (bench/RESULTS.md)
+    "gpt-tiny": dict(n_layer=2, n_head=4, n_embd=128, block_size=256),
     "gpt-nano": dict(n_layer=2, n_head=2, n_embd=64, block_size=64),
 }
 
