@@ -94,8 +94,8 @@ class TrainConfig:
     sample_tokens: int = flag(200, "tokens of the sample printed at the end; 0: none")
 
 
-# The settings left at 0 or "" above depend on the machine: the default run takes about 7 minutes on
-# a 2-core CPU (recipe chosen by bench/sweep.py), and about ten on a GPU with the 124M GPT-2 in bf16.
+# The settings left at 0 or "" above depend on the machine: the default run takes about 7 minutes
+# on a 2-core CPU (recipe chosen by bench/sweep.py), and about ten on a GPU with the 124M GPT-2.
 DEVICE_DEFAULTS = {
     "cpu": dict(model="gpt-tiny", block_size=256, batch_size=16, max_iters=1200,
                 learning_rate=3e-3),

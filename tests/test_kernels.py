@@ -197,24 +197,16 @@ ATTENTION_CASES = [
 ]
 
 
-@pytest.mark.parametrize("B,H,T,D,dtype,causal", ATTENTION_CASES,
-                         ids=[f"B{b}H{h}-T{t}-d{d}-{str(dt)[6:]}-{'causal' if c else 'full'}"
-                              for b, h, t, d, dt, c in ATTENTION_CASES])
-def test_attention_matches_float64(B, H, T, D, dtype, causal, poisoned):
-    q, k, v = (torch.randn(B, H, T, D, device=DEVICE, dtype=dtype) for _ in range(3))
-    check_attention(q, k, v, causal)
-
-
 # Lengths that are multiples of 16, as in training (1024): on a GPU Triton compiles a variant of
 # each kernel that assumes N_CTX % 16 == 0, and whole tiles leave the masked loops empty.
 MULTIPLE_OF_16_CASES = [(1, 2, 64, 32, F32, True), (1, 1, 96, 16, BF16, False),
                         (2, 1, 128, 64, F16, True), (1, 1, 48, 128, F32, False)]
 
 
-@pytest.mark.parametrize("B,H,T,D,dtype,causal", MULTIPLE_OF_16_CASES,
+@pytest.mark.parametrize("B,H,T,D,dtype,causal", ATTENTION_CASES + MULTIPLE_OF_16_CASES,
                          ids=[f"B{b}H{h}-T{t}-d{d}-{str(dt)[6:]}-{'causal' if c else 'full'}"
-                              for b, h, t, d, dt, c in MULTIPLE_OF_16_CASES])
-def test_attention_at_lengths_that_are_multiples_of_16(B, H, T, D, dtype, causal, poisoned):
+                              for b, h, t, d, dt, c in ATTENTION_CASES + MULTIPLE_OF_16_CASES])
+def test_attention_matches_float64(B, H, T, D, dtype, causal, poisoned):
     q, k, v = (torch.randn(B, H, T, D, device=DEVICE, dtype=dtype) for _ in range(3))
     check_attention(q, k, v, causal)
 
