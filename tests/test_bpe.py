@@ -265,6 +265,23 @@ def test_safe_split_keeps_pre_tokens(pattern):
     assert [c for part in parts for c in regex.findall(pattern, part)] == regex.findall(pattern, text)
 
 
+def test_pre_tokenizing_with_re_gives_the_regex_pre_tokens():
+    """GPT-2's pattern runs on Python's `re` where its classes agree with \\p{L} and \\p{N}: the
+    pre-tokens must be regex.findall's, also beside characters where they do not agree ("²" and
+    "½" are numbers, "\\x1c" is not whitespace, "_" is punctuation), across many 64 KB blocks."""
+    import random
+    rng = random.Random(0)
+    alphabet = list("ab Zz09 \n\t'_.,-") + ["é", "ß", "“", "”", "—", "\u2009", "²", "½", "\x1c",
+                                             "Ω", "漢", "٣", "\xa0", "\x85"]
+    words = ["".join(rng.choices(alphabet, k=rng.randint(1, 8))) for _ in range(2000)]
+    words += ["'s", "'ll", " it's", "\n\nThe", "x\n", "  \n  y"]
+    text = "".join(rng.choice(words) for _ in range(60_000))  # about 300 KB
+    assert Tokenizer({}).pre_tokenize(text) == regex.findall(GPT2_PATTERN, text)
+    for character in ("²", "½", "\x1c", "Ω", "A", "é", "“"):  # one odd one in otherwise plain text
+        plain = "Hello world, it's 2024_x.\n" * 3000 + f"a{character}b 1{character}2 \n"
+        assert Tokenizer({}).pre_tokenize(plain) == regex.findall(GPT2_PATTERN, plain)
+
+
 def test_encode_batch_and_encode_file_in_parallel(small, tmp_path):
     documents = [MIXED[i:i + 5000] for i in range(0, len(MIXED), 5000)] * 40  # over 1 MB: uses processes
     assert sum(map(len, documents)) > 1_000_000
