@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import lzma
 import math
 import os
 import shutil
@@ -199,7 +200,7 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None, toke
     if config.tokenizer:
         tokenizer = load_tokenizer(config.tokenizer)
     recipe = tokenizer.dumps() if tokenizer else config.vocab_size  # the tokenizer, or its recipe
-    fingerprint = hashlib.sha256(f"v2 {recipe}".encode())
+    fingerprint = hashlib.sha256(f"v3 {recipe}".encode())  # v3: meta.json has xz
     texts = []
     for file in files:
         texts.append(read_text(file))
@@ -244,9 +245,11 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None, toke
             tokens.tofile(building / f"{split}.bin")
             sizes[split] = len(tokens)
         tokenizer.save(building / "tokenizer.bpe")
+        val_text = "".join(val_texts).encode()
         meta = dict(fingerprint=fingerprint, dtype=np.dtype(dtype).name,
                     vocab_size=tokenizer.vocab_size, train_tokens=sizes["train"],
-                    val_tokens=sizes["val"], val_bytes=sum(len(t.encode()) for t in val_texts))
+                    val_tokens=sizes["val"], val_bytes=len(val_text),
+                    val_xz_bits_per_byte=xz_bits_per_byte(val_text))
         (building / "meta.json").write_text(json.dumps(meta, indent=1))
         os.rename(building, folder)
     except OSError:
@@ -257,6 +260,15 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None, toke
         shutil.rmtree(building, ignore_errors=True)  # nothing half-built stays
     log(f"data: {sizes['train']:,} train and {sizes['val']:,} val tokens")
     return folder
+
+
+def xz_bits_per_byte(data: bytes, limit=16_000_000):
+    """What a general-purpose compressor achieves on the held-out text (xz -9: LZMA2, preset 9),
+    printed beside the model's bits per byte: a language model that does not beat it has not learned
+    much beyond repeated strings. None above `limit` bytes (xz -9 takes about a second a megabyte)."""
+    if len(data) > limit:
+        return None
+    return round(8 * len(lzma.compress(data, format=lzma.FORMAT_XZ, preset=9)) / len(data), 4)
 
 
 class Batches:
@@ -697,8 +709,10 @@ def pretrain(config: TrainConfig, asked: set):
                 if rank == 0 and (step % config.eval_interval == 0 or step == config.max_iters):
                     val_loss = evaluate(run, eval_offsets)
                     bpb = bits_per_byte(val_loss, meta)
+                    xz = meta.get("val_xz_bits_per_byte") if step == config.max_iters else None
                     log(f"eval step {step}: val loss {val_loss:.4f}"
-                        + (f", {bpb:.3f} bits per byte" if bpb else ""))
+                        + (f", {bpb:.3f} bits per byte" if bpb else "")
+                        + (f" (xz -9 compresses the same text to {xz:.3f})" if xz else ""))
                     record(out_dir, {"step": step, "val_loss": round(val_loss, 6),
                                      "val_bpb": bpb and round(bpb, 4)})
                     if val_loss < best_val_loss:

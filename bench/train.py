@@ -10,20 +10,17 @@ Benchmark train.py, each run a separate `python train.py` process, side by side:
 
 import argparse
 import json
-import lzma
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # import the project's modules, not bench/'s files of the same names
 
-from bpe import Tokenizer  # noqa: E402
 from train import TrainConfig, prepare_data  # noqa: E402
 
 
@@ -33,16 +30,6 @@ def train(out_dir, *flags):
     subprocess.run([sys.executable, str(ROOT / "train.py"), "--out-dir", str(out_dir), *flags], check=True, cwd=ROOT)
     wall = time.time() - start
     return wall, [json.loads(line) for line in (Path(out_dir) / "log.jsonl").read_text().splitlines()]
-
-
-def xz_bits_per_byte(data_folder: Path):
-    """xz -9 (LZMA2, preset 9) on the held-out text: the documents of val.bin, decoded."""
-    tokenizer = Tokenizer.load(data_folder / "tokenizer.bpe")
-    meta = json.loads((data_folder / "meta.json").read_text())
-    ids = np.fromfile(data_folder / "val.bin", dtype=meta["dtype"]).tolist()
-    text = tokenizer.decode(i for i in ids if i != tokenizer.eot_id).encode("utf-8")
-    assert len(text) == meta["val_bytes"]
-    return 8 * len(lzma.compress(text, format=lzma.FORMAT_XZ, preset=9)) / len(text), len(text)
 
 
 def main():
@@ -58,7 +45,8 @@ def main():
             config = torch.load(Path(scratch) / "default" / "ckpt.pt", weights_only=True)["train_config"]
             config["cache_dir"] = str(ROOT / config["cache_dir"])  # train.py ran in ROOT
             data = prepare_data(TrainConfig(**config), log=lambda *args: None)  # the cached folder
-            xz, size = xz_bits_per_byte(data)
+            meta = json.loads((data / "meta.json").read_text())
+            xz, size = meta["val_xz_bits_per_byte"], meta["val_bytes"]
             rows.append(f"| `python train.py` (default, {config['model']}, {config['max_iters']} steps) | "
                         f"{wall / 60:.1f} min | {last['val_loss']:.3f} | {last['val_bpb']:.3f} |")
             rows.append(f"| xz -9 on the same held-out text ({size / 1e6:.2f} MB) | | | {xz:.3f} |")

@@ -2,6 +2,7 @@
 DistributedDataParallel equivalence, and the one-line errors users get for bad input."""
 
 import json
+import lzma
 import math
 import os
 import signal
@@ -97,7 +98,11 @@ def test_prepare_data_split_dtype_and_cache(tmp_path, corpus, capsys):
     assert meta["dtype"] == "uint16" and meta["vocab_size"] == 300 and len(val) == meta["val_tokens"]
     # documents 10 and 30, 50, ... are held out; each ends with <|endoftext|>
     assert val.tolist() == tokenizer.encode_ordinary((corpus / "doc10.txt").read_text()) + [tokenizer.eot_id]
-    assert meta["val_bytes"] == len((corpus / "doc10.txt").read_bytes())
+    held_out = (corpus / "doc10.txt").read_bytes()
+    assert meta["val_bytes"] == len(held_out)
+    # the compressor to beat, printed at the end of training: xz -9 on the same held-out bytes
+    xz = 8 * len(lzma.compress(held_out, format=lzma.FORMAT_XZ, preset=9)) / len(held_out)
+    assert meta["val_xz_bits_per_byte"] == pytest.approx(xz, abs=1e-4)
 
     train.prepare_data(config)
     assert "reusing" in capsys.readouterr().out
@@ -154,9 +159,11 @@ def test_warmup_ends_on_the_peak_and_the_cosine_on_min_lr():
 
 # ---------------------------------------------------------------- training
 
-def test_loss_goes_down_and_a_plot_is_written(tmp_path, corpus, monkeypatch):
+def test_loss_goes_down_and_a_plot_is_written(tmp_path, corpus, monkeypatch, capsys):
     drawn = record_offsets(monkeypatch)
     log = run(tmp_path, corpus, "--max-iters", "40", "--learning-rate", "3e-3", "--plot")
+    last_eval = [line for line in capsys.readouterr().out.splitlines() if "eval step 40:" in line]
+    assert "bits per byte (xz -9 compresses the same text to " in last_eval[0]  # the one to beat
     train_losses = [loss for _, loss in losses(log)]
     assert sum(train_losses[-5:]) / 5 < sum(train_losses[:5]) / 5 - 0.5
     evals = [entry for entry in log if "val_loss" in entry]
