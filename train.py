@@ -447,6 +447,9 @@ def default_dtype(device: torch.device) -> str:
 def join_processes(device: torch.device) -> torch.device:
     """Under torchrun: join the process group (NCCL between GPUs, gloo between CPU processes) and
     take the GPU numbered LOCAL_RANK on this machine."""
+    # Imported now, before the group exists: imported later (DDP does), its functions' default
+    # group= arguments would hold the group, and destroy_process_group could not end it.
+    import torch.distributed.nn  # noqa: F401
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
@@ -721,6 +724,10 @@ def pretrain(config: TrainConfig, asked: set):
                     save_checkpoint(out_dir / "ckpt.pt", checkpoint_state(run, step, best_val_loss))
         finally:
             if dist.is_initialized():
+                # Gloo's threads must end here, not at the interpreter's exit, where one still
+                # freeing a collective's tensors is killed as it takes the GIL: SIGABRT. DDP holds
+                # the group, so it goes first; destroying the group then joins the threads.
+                run.step_model = run.model
                 dist.destroy_process_group()
     if step < config.max_iters:  # stopped by a signal
         if rank == 0:
