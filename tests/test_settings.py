@@ -25,7 +25,8 @@ def test_each_source_wins_over_the_ones_before_it(tmp_path):
     assert config.batch_size == 5  # the flag, over the recipe
     assert config.max_iters == 40  # the recipe, over the device's 1000
     assert config.learning_rate == 3e-3 and config.model == train.DEVICE_DEFAULTS["cpu"]["model"]  # the CPU's, over 0 and ""
-    assert config.beta2 == 0.95  # TrainConfig's own
+    assert config.weight_decay == 0.1  # TrainConfig's own
+    assert config.beta2 == 0.99 and resolve([], "cuda").beta2 == 0.95  # each device's
     assert (config.warmup_iters, config.eval_interval, config.lr_decay_iters) == (2, 4, 40)
     cuda = resolve(["--config", str(tmp_path / "recipe.json")], "cuda")
     assert (cuda.model, cuda.dropout, cuda.max_iters) == ("gpt2", 0.1, 40)
