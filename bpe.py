@@ -515,6 +515,8 @@ class Tokenizer:
         """Parse `dumps` output; any malformed or missing line raises ValueError naming the line."""
         if text.startswith(GPT1_HEADER):  # GPT-1's tokenizer, saved by GPT1Tokenizer.dumps
             return GPT1Tokenizer.loads(text, source)
+        if text.startswith(CHAR_HEADER):  # one token per character, saved by CharTokenizer.dumps
+            return CharTokenizer.loads(text, source)
         lines = text.split("\n")
 
         def fail(line_number, problem):
@@ -804,6 +806,72 @@ class GPT1Tokenizer:
     def save(self, path):
         Path(f"{path}.tmp").write_text(self.dumps(), encoding="utf-8")
         os.replace(f"{path}.tmp", path)
+
+
+# -----------------------------------------------------------------------------
+# Characters as tokens: the baseline a BPE is measured against, and nanoGPT's shakespeare_char
+# (data/shakespeare_char/prepare.py: the sorted characters of the text, 65 for Tiny Shakespeare)
+
+CHAR_HEADER = "bpe.py character tokenizer v1"
+
+
+class CharTokenizer:
+    """Ids 0..n-1 for the n distinct characters of a corpus, sorted, then the special tokens.
+    There is no byte fallback: a character the corpus did not hold cannot be encoded."""
+
+    def __init__(self, chars, special_tokens=None):
+        self.chars, self.special_tokens = "".join(chars), dict(special_tokens or {})
+        self.ids = {char: i for i, char in enumerate(self.chars)}
+        first, special_ids = len(self.chars), sorted(self.special_tokens.values())
+        if len(self.ids) != first or special_ids != list(range(first, first + len(special_ids))):
+            raise ValueError(f"each character once, then special tokens numbered from {first} on")
+        self.decoder = [*self.chars, *sorted(self.special_tokens, key=self.special_tokens.get)]
+        self.vocab_size, self.eot_id = len(self.decoder), self.special_tokens.get(ENDOFTEXT)
+
+    @classmethod
+    def train(cls, texts, special_tokens=()):
+        chars = sorted(set().union(*map(set, texts)))  # nanoGPT: sorted(list(set(data)))
+        return cls(chars, {token: len(chars) + i for i, token in enumerate(special_tokens)})
+
+    def encode_ordinary(self, text):
+        try:
+            return [self.ids[char] for char in text]
+        except KeyError as error:
+            raise ValueError(f"the character {error.args[0]!r} is not in the vocabulary (the "
+                             f"{len(self.chars)} characters of the corpus it was made "
+                             "from)") from None
+
+    # as GPT-1's tokenizer: encode (special tokens in allowed_special become their ids), save...
+    encode, encode_batch = GPT1Tokenizer.encode, GPT1Tokenizer.encode_batch
+    save = GPT1Tokenizer.save
+
+    def token_bytes(self, token_id):
+        if token_id not in range(self.vocab_size):
+            raise ValueError(f"token id {token_id!r} is not in the vocabulary "
+                             f"(ids 0..{self.vocab_size - 1})")
+        return self.decoder[token_id].encode("utf-8")
+
+    def decode(self, ids):
+        return b"".join(map(self.token_bytes, ids)).decode("utf-8")
+
+    def with_special_tokens(self, tokens):
+        new = [t for t in dict.fromkeys(tokens) if t not in self.special_tokens]
+        added = {token: self.vocab_size + i for i, token in enumerate(new)}
+        return CharTokenizer(self.chars, {**self.special_tokens, **added})
+
+    def dumps(self):
+        """A header line, then JSON: the characters in id order, and the special tokens."""
+        state = dict(chars=self.chars, special_tokens=self.special_tokens)
+        return f"{CHAR_HEADER}\n{json.dumps(state, ensure_ascii=False)}\n"
+
+    @classmethod
+    def loads(cls, text, source="<string>"):
+        try:
+            state = json.loads(text.removeprefix(CHAR_HEADER))
+            return cls(state["chars"], state["special_tokens"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{source}: not a character tokenizer saved by bpe.py "
+                             f"({error})") from None
 
 
 def load_tokenizer(spec: str):

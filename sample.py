@@ -190,8 +190,11 @@ def parse_args(argv=None):
                    help="beam search: score / length**this")
     p.add_argument("--repetition-penalty", type=float, default=1.0,
                    help="> 1 discourages repeating tokens")
-    p.add_argument("--stop", action="append", default=[], metavar="STRING",
-                   help="stop when this text appears (repeatable); <|endoftext|> always stops")
+    p.add_argument("--stop", action="append", metavar="STRING",
+                   help="stop when this text appears (repeatable; escapes such as \\n are read as "
+                        "in Python; '' for none); <|endoftext|> always stops (default: where a "
+                        "top-level Python definition ends: two blank lines, or one before the "
+                        "next def, class or @)")
     p.add_argument("--seed", type=int, help="random seed, for reproducible samples")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="print tokens as they are made (default: when writing to a terminal)")
@@ -216,6 +219,20 @@ def check_args(args):
         raise ValueError("--beam must be >= 1")
     if not args.repetition_penalty > 0:
         raise ValueError("--repetition-penalty must be > 0 (1 means no penalty)")
+
+
+# Where a top-level Python definition ends: two blank lines (PEP 8), or one before the next
+# definition (half of the standard library's). After train.py's default run, on Python's source,
+# `--prompt "def "` then prints one function, not text cut mid-line by --max-new-tokens.
+DEFAULT_STOPS = ["\n\n\n", "\n\ndef ", "\n\nclass ", "\n\n@"]
+
+
+def stop_strings(given):
+    """--stop's strings, their escapes read: a shell passes "\\n" as a backslash and an n."""
+    if given is None:
+        return DEFAULT_STOPS
+    return [s for s in (s.encode("latin-1", "backslashreplace").decode("unicode_escape")
+                        for s in given) if s]
 
 
 def read_prompt(args):
@@ -280,6 +297,7 @@ def main(argv=None):
     args = parse_args(argv)
     with one_line_errors():
         check_args(args)
+        stops = stop_strings(args.stop)
         device = pick_device(args.device)
         if args.init_from:
             model, tokenizer, _ = load_model(args.init_from)
@@ -322,7 +340,7 @@ def main(argv=None):
                     top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                     use_kv_cache=not args.no_kv_cache))
             tokens = itertools.takewhile(lambda t: t not in stop_ids, tokens)  # <|endoftext|>: end
-            write_sample(tokenizer, tokens, args.stop, stream)
+            write_sample(tokenizer, tokens, stops, stream)
     except KeyboardInterrupt:  # Ctrl-C: write_sample has printed the text made so far
         sys.exit(130)
 

@@ -40,8 +40,9 @@ try:
 except ImportError:
     fcntl = None
 
-from bpe import ENDOFTEXT, Tokenizer, load_tokenizer, one_line_errors, read_text, text_files
-from gpt import INIT_FROM_HELP, GPT, GPTConfig, add_tokens, load_model
+from bpe import (ENDOFTEXT, CharTokenizer, Tokenizer, load_tokenizer, one_line_errors, read_text,
+                 text_files)
+from gpt import ACTIVATIONS, INIT_FROM_HELP, GPT, GPTConfig, add_tokens, load_model
 
 
 def flag(default, help):
@@ -53,14 +54,22 @@ class TrainConfig:
     # data
     data: str = flag("", "text file, folder of text files, or prepared folder with train.bin and "
                          "val.bin; empty: the Python standard library's source")
-    tokenizer: str = flag("", "a bpe.py file, or a model's folder (DIR or gpt2:DIR) for its "
-                              "vocabulary; empty: --init-from's, or a BPE trained on the corpus")
+    tokenizer: str = flag("", "a bpe.py file, a model's folder (DIR or gpt2:DIR) for its "
+                              "vocabulary, or char: one token per character of the corpus "
+                              "(nanoGPT's shakespeare_char); empty: --init-from's, or a BPE "
+                              "trained on the corpus")
     vocab_size: int = flag(4096, "vocabulary size of the BPE trained on the corpus")
     cache_dir: str = flag("data_cache", "where prepared corpora (tokenizer, .bin files) are kept")
-    # model
+    # model: a preset, and nanoGPT's flags to change its shape
     model: str = flag("", "a GPTConfig preset (gpt1, gpt2, gpt-mini, ...); empty: for the device")
+    n_layer: int = flag(0, "transformer blocks; 0: the preset's")
+    n_head: int = flag(0, "attention heads; 0: the preset's")
+    n_embd: int = flag(0, "width of the embeddings and the residual stream; 0: the preset's")
     block_size: int = flag(0, "context length; 0: chosen for the device")
     dropout: float = flag(-1.0, "dropout; -1: the preset's")
+    bias: bool = flag(None, "biases in the Linear layers and LayerNorms (nanoGPT trains without: "
+                            "--no-bias); default: the preset's")
+    activation: str = flag("", f"the MLP's, one of {', '.join(ACTIVATIONS)}; empty: the preset's")
     init_from: str = flag("", INIT_FROM_HELP)  # empty: a new model
     attention: str = flag("auto", "auto, math, sdpa or triton")
     kernels: bool = flag(True, "on CUDA, the Triton kernels of kernels/ (LayerNorm, and attention "
@@ -114,6 +123,16 @@ DEVICE_DEFAULTS = {
 # Left out, or given as 0 or "", these are chosen for the device, as --help says.
 AUTOMATIC = ("model", "block_size", "batch_size", "max_iters", "learning_rate", "beta2")
 
+# The model's shape over the preset's (nanoGPT's flags); each left at its default: the preset's.
+SHAPE = ("n_layer", "n_head", "n_embd", "bias", "activation", "dropout")
+
+
+def model_config(config: TrainConfig, vocab_size: int) -> GPTConfig:
+    default = TrainConfig()
+    given = {k: getattr(config, k) for k in SHAPE if getattr(config, k) != getattr(default, k)}
+    return GPTConfig.preset(config.model, block_size=config.block_size, vocab_size=vocab_size,
+                            **given)
+
 
 def resolve_settings(config: TrainConfig, asked: set, device_type: str, saved=None) -> TrainConfig:
     """The run's settings, merged in one order, each source winning over the ones before it:
@@ -127,7 +146,7 @@ def resolve_settings(config: TrainConfig, asked: set, device_type: str, saved=No
     ours = {k: getattr(config, k) for k in asked}
     if saved:
         saved = dataclasses.asdict(TrainConfig(**saved))  # a setting added since: its default
-        shape = {"model", "block_size", "vocab_size", "tokenizer", "data", "init_from"}
+        shape = {"model", *SHAPE, "block_size", "vocab_size", "tokenizer", "data", "init_from"}
         if changed := sorted(k for k in asked & shape if ours[k] != saved[k]):
             was = ", ".join(f"{k}={saved[k]!r}" for k in changed)
             raise ValueError(f"{Path(config.out_dir) / 'ckpt.pt'} was trained with other "
@@ -143,7 +162,7 @@ def resolve_settings(config: TrainConfig, asked: set, device_type: str, saved=No
     config.lr_decay_iters = config.lr_decay_iters or config.max_iters
     check_config(config)
     if not saved and not config.init_from:
-        GPTConfig.preset(config.model)  # an unknown name fails now, not after preparing the data
+        model_config(config, 1)  # an unknown preset, n_embd % n_head: fail now, not after the data
     return config
 
 
@@ -160,7 +179,8 @@ def check_config(c: TrainConfig):
     data is prepared; not later with a traceback or, worse, silently (--dtype int8 ran float32)."""
     positive = ("block_size", "batch_size", "max_iters", "learning_rate", "lr_decay_iters",
                 "eval_interval", "eval_iters", "log_interval")
-    at_least_0 = ("batch_tokens", "warmup_iters", "weight_decay", "grad_clip", "sample_tokens")
+    at_least_0 = ("n_layer", "n_head", "n_embd", "batch_tokens", "warmup_iters", "weight_decay",
+                  "grad_clip", "sample_tokens")
     dtypes, attentions = ("", "float32", "bfloat16", "float16"), ("auto", "math", "sdpa", "triton")
     check_settings(c, [(k, getattr(c, k) > 0, "> 0") for k in positive]
                    + [(k, getattr(c, k) >= 0, ">= 0") for k in at_least_0]
@@ -168,7 +188,11 @@ def check_config(c: TrainConfig):
                    + [("min_lr_ratio", 0 <= c.min_lr_ratio <= 1, "in [0, 1]"),
                       ("dropout", c.dropout == -1 or 0 <= c.dropout < 1, "in [0, 1), or -1"),
                       ("dtype", c.dtype in dtypes, "float32, bfloat16 or float16"),
-                      ("attention", c.attention in attentions, "auto, math, sdpa or triton")])
+                      ("attention", c.attention in attentions, "auto, math, sdpa or triton"),
+                      ("activation", c.activation in ("", *ACTIVATIONS), ", ".join(ACTIVATIONS))]
+                   + [(k, not c.init_from or getattr(c, k) == getattr(TrainConfig(), k),
+                       "left out with --init-from, whose model has its shape")
+                      for k in SHAPE if k != "dropout"])
 
 
 # -----------------------------------------------------------------------------
@@ -199,9 +223,11 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None, toke
     files = text_files([source]) if source else builtin_corpus()
     if not files:
         raise ValueError(f"no text files (.txt .md .rst .py) in {source}")
-    if config.tokenizer:
+    char = config.tokenizer == "char"
+    if config.tokenizer and not char:
         tokenizer = load_tokenizer(config.tokenizer)
-    recipe = tokenizer.dumps() if tokenizer else config.vocab_size  # the tokenizer, or its recipe
+    # the tokenizer, or its recipe: the characters of the corpus, or a BPE of vocab_size tokens
+    recipe = tokenizer.dumps() if tokenizer else "char" if char else config.vocab_size
     fingerprint = hashlib.sha256(f"v3 {recipe}".encode())  # v3: meta.json has xz
     texts = []
     for file in files:
@@ -230,6 +256,9 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None, toke
         text = "\n".join(texts)
         cut = text.rfind("\n", 0, int(len(text) * 0.9)) + 1 or int(len(text) * 0.9)
         train_texts, val_texts = [text[:cut]], [text[cut:]]
+    if tokenizer is None and char:  # as nanoGPT's shakespeare_char: every character of the corpus
+        tokenizer = CharTokenizer.train(texts, special_tokens=[ENDOFTEXT])
+        log(f"data: {tokenizer.vocab_size - 1} characters and {ENDOFTEXT} as tokens")
     if tokenizer is None:
         log(f"data: training a {config.vocab_size}-token BPE on the training split")
         tokenizer = Tokenizer.train(train_texts, config.vocab_size, special_tokens=[ENDOFTEXT],
@@ -678,8 +707,7 @@ def pretrain(config: TrainConfig, asked: set):
         model, tokenizer = add_tokens(model, tokenizer, [ENDOFTEXT])
     batches, meta, tokenizer = load_data(config, tokenizer, checkpoint, rank, log)
     if model is None:
-        model = GPT(GPTConfig.preset(config.model, block_size=config.block_size,
-                                     vocab_size=tokenizer.vocab_size, **dropout))
+        model = GPT(model_config(config, tokenizer.vocab_size))
     if model.config.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"the model has {model.config.vocab_size} token embeddings, the "
                          f"tokenizer {tokenizer.vocab_size}")
@@ -810,7 +838,7 @@ def parse_args(argv=None):
             raise ValueError(f"--config {known.config}: unknown settings {sorted(unknown)}")
         wanted = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
         for f in dataclasses.fields(TrainConfig):  # JSON has no schema: {"resume": "no"} is true
-            kind, value = type(f.default), recipe.get(f.name)
+            kind, value = f.type, recipe.get(f.name)
             if f.name in recipe and type(value) not in ({kind, int} if kind is float else {kind}):
                 raise ValueError(f"--config {known.config}: {f.name} must be {wanted[kind]}, "
                                  f"not {value!r}")

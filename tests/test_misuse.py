@@ -225,7 +225,8 @@ def test_wrong_settings_fail_in_one_line_before_the_data_is_ready(tmp_path, corp
     assert not (tmp_path / "cache").exists()
 
 
-@pytest.mark.parametrize("recipe", [{"resume": "no"}, {"max_iters": 2.5}, {"vocab_size": "big"}])
+@pytest.mark.parametrize("recipe", [{"resume": "no"}, {"max_iters": 2.5}, {"vocab_size": "big"},
+                                    {"bias": "no"}, {"bias": None}])
 def test_a_recipe_value_of_the_wrong_type_is_refused(tmp_path, corpus, recipe):
     """JSON has no schema: {"resume": "no"} is a true string, and used to resume."""
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from bpe import Tokenizer
 from gpt import GPT, GPTConfig
 from sample import (apply_repetition_penalty, beam_search, encode_prompt, filter_logits, generate,
-                    main, write_sample)
+                    main, stop_strings, write_sample)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -290,6 +290,12 @@ def test_stream_cuts_before_the_stop_string_and_keeps_split_characters(capsys):
     assert capsys.readouterr().out == "naïve café \n"
 
 
+def test_stop_strings_default_to_the_end_of_a_python_definition_and_read_escapes():
+    assert "\n\n\n" in stop_strings(None)  # two blank lines end a top-level def or class (PEP 8)
+    assert stop_strings(["\\n\\n", "café", "", "\\t中"]) == ["\n\n", "café", "\t中"]  # as a shell passes them
+    assert stop_strings([""]) == []  # none: run for --max-new-tokens
+
+
 # --- the command line -------------------------------------------------------------
 
 
@@ -376,6 +382,20 @@ def test_cli_ends_the_sample_at_endoftext(tmp_path, checkpoint_dir, capsys):
     out = run_main(["--out-dir", str(tmp_path), "--prompt", "the quick", "--max-new-tokens", "10",
                     "--greedy", "--no-stream"], capsys).out
     assert out == "the quick" + tok.decode(greedy[:3]) + "\n"
+
+
+def test_cli_stops_after_a_definition_unless_told_otherwise(checkpoint_dir, capsys, monkeypatch):
+    """After the default run (Python's source) `--prompt "def "` prints one function, not a text cut
+    mid-line: the model's tokens are made up here, the rest is sample.py's command line."""
+    _, tok = load(checkpoint_dir)
+    base = ["--out-dir", str(checkpoint_dir), "--prompt", "def ", "--no-stream"]
+    for text in ("f():\n\n    return 1\n\n\nx = 1\n",  # PEP 8: two blank lines
+                 "f():\n    return 1\n\n@cache\ndef g():\n"):  # one, before the next definition
+        ids = tok.encode_ordinary(text)
+        monkeypatch.setattr("sample.generate_stream", lambda *args, **kwargs: (torch.tensor([t]) for t in ids))
+        assert run_main(base, capsys).out == "def " + text[:text.index("return 1") + 8] + "\n"
+        assert run_main(base + ["--stop", ""], capsys).out == "def " + text + "\n"  # none
+    assert run_main(base + ["--stop", "\\n@"], capsys).out == "def f():\n    return 1\n\n"  # as a shell passes it
 
 
 @pytest.mark.parametrize("make_bad", ["missing", "garbage", "truncated"])

@@ -5,6 +5,7 @@ at the start of a run and stored in its checkpoint."""
 
 import ast
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch
 import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def resolve(argv, device_type="cpu", saved=None):
@@ -54,3 +56,16 @@ def test_the_settings_are_printed_once_and_stored_in_the_checkpoint(tmp_path, ca
     stored = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["train_config"]
     assert ast.literal_eval(printed.replace("\n", " ") + "}") == stored
     assert stored["max_iters"] == 1 and stored["warmup_iters"] == 1 and stored["lr_decay_iters"] == 1
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (ROOT / "configs").glob("*.json")))
+def test_every_recipe_resolves_to_a_model(recipe):
+    """A recipe is read only when it is run, on the machine it is for (a GPU's): its typos are
+    found here. shakespeare_char.json is nanoGPT's config/train_shakespeare_char.py."""
+    config = resolve(["--config", str(ROOT / "configs" / recipe)], "cuda")
+    model = train.model_config(config, vocab_size=66)
+    if recipe == "shakespeare_char.json":
+        assert (model.n_layer, model.n_head, model.n_embd, model.block_size) == (6, 6, 384, 256)
+        assert (model.dropout, model.bias, model.activation) == (0.2, False, "gelu")
+        assert (config.batch_size, config.max_iters, config.learning_rate, config.beta2,
+                config.warmup_iters, config.tokenizer) == (64, 5000, 1e-3, 0.99, 100, "char")

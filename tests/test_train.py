@@ -249,6 +249,46 @@ def test_resume_is_exact(tmp_path, corpus):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_shape_flags_make_the_model_and_a_resumed_run_keeps_them(tmp_path, corpus):
+    """nanoGPT's knobs over the preset (gpt-nano: 2 layers, 2 heads, 64 wide, biases, GELU tanh),
+    stored with the run's settings: --resume builds the same model, and refuses another one."""
+    shape = ["--n-layer", "1", "--n-head", "4", "--n-embd", "32", "--no-bias", "--activation", "relu"]
+    run(tmp_path, corpus, "--max-iters", "2", *shape)
+    checkpoint = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    weights = checkpoint["model"]
+    assert weights["transformer.wte.weight"].shape == (300, 32)
+    assert weights["transformer.h.0.mlp.c_fc.weight"].shape == (4 * 32, 32)
+    assert not any(name.startswith("transformer.h.1.") for name in weights)  # one block
+    assert not any(name.endswith(".bias") for name in weights)
+    model = GPT.from_checkpoint_dict(checkpoint)
+    assert model.transformer.h[0].attn.n_head == 4 and isinstance(model.transformer.h[0].mlp.act, torch.nn.ReLU)
+    stored = checkpoint["train_config"]
+    assert (stored["n_layer"], stored["n_head"], stored["n_embd"], stored["bias"], stored["activation"]) == (1, 4, 32, False, "relu")
+
+    run(tmp_path, corpus, "--max-iters", "3", "--resume")
+    resumed = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    assert resumed["step"] == 3 and resumed["config"] == checkpoint["config"]
+    for flag, value in [("--n-layer", "2"), ("--n-head", "2"), ("--n-embd", "64"), ("--bias", None), ("--activation", "gelu"), ("--dropout", "0.1")]:
+        with pytest.raises(SystemExit) as error:
+            run(tmp_path, corpus, "--max-iters", "4", "--resume", *shape, flag, *([value] if value else []))
+        message = str(error.value.code)
+        assert message.startswith("error: ") and "was trained with other " + flag[2:].replace("-", "_") in message, message
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--n-embd", "30", "--n-head", "4"], ["n_embd (30) must be a multiple of n_head (4)"]),
+    (["--n-layer", "-1"], ["--n-layer -1", ">= 0"]),
+    (["--activation", "swish"], ["--activation 'swish'", "gelu_tanh, gelu, relu, silu"]),
+    (["--init-from", "gpt2", "--n-layer", "3"], ["--n-layer 3", "--init-from"]),
+])
+def test_a_shape_that_cannot_be_is_a_one_line_error_before_the_data(tmp_path, corpus, flags, words):
+    with pytest.raises(SystemExit) as error:
+        run(tmp_path, corpus, *flags)
+    message = str(error.value.code)
+    assert message.startswith("error: ") and "\n" not in message and all(w in message for w in words), message
+    assert not (tmp_path / "cache").exists()  # failed before preparing the data
+
+
 def test_two_processes_give_the_loss_curve_of_one(tmp_path, corpus):
     """torchrun with 2 CPU processes (gloo) against 1 process, with the same global batch of 2
     micro-batches: each process reads its own micro-batch and DDP averages the gradients, so the
