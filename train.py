@@ -109,7 +109,7 @@ class TrainConfig:
 DEVICE_DEFAULTS = {
     # beta2 0.99: with 4,096 tokens a step, the gradient's second moment needs a longer average
     # (as nanoGPT's shakespeare_char recipe does); 0.018 bits per byte better in bench/sweep.py
-    "cpu": dict(model="gpt-tiny", block_size=256, batch_size=16, max_iters=1300,
+    "cpu": dict(model="gpt-tiny", block_size=256, batch_size=16, max_iters=1400,
                 learning_rate=3e-3, beta2=0.99),
     "mps": dict(model="gpt-mini", block_size=256, batch_size=16, max_iters=2000,
                 learning_rate=1e-3, beta2=0.99),
