@@ -179,8 +179,11 @@ def parse_args(argv=None):
                         "(default: plain text, as typed)")
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy decoding")
-    p.add_argument("--top-k", type=int, help="sample only from the k most likely tokens")
+    # 0.8 and 50, as train.py's closing sample: a small model's long tail of unlikely tokens is
+    # mostly noise (nanoGPT samples at 0.8 too); --temperature 1 --top-k 0 is the model's own
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy decoding")
+    p.add_argument("--top-k", type=int, default=50,
+                   help="sample only from the k most likely tokens (0: all)")
     p.add_argument("--top-p", type=float,
                    help="nucleus sampling: the most likely tokens with mass >= p")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
@@ -211,8 +214,8 @@ def check_args(args):
         raise ValueError("--num-samples must be >= 1 and --max-new-tokens >= 0")
     if not args.temperature >= 0:  # nan too
         raise ValueError("--temperature must be >= 0 (0 is greedy)")
-    if args.top_k is not None and args.top_k < 1:
-        raise ValueError("--top-k must be >= 1")
+    if args.top_k is not None and args.top_k < 0:
+        raise ValueError("--top-k must be >= 1, or 0 for all tokens")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ValueError("--top-p must be in (0, 1]")
     if args.beam is not None and args.beam < 1:

@@ -334,6 +334,23 @@ def test_cli_greedy_equals_beam_1(checkpoint_dir, capsys):
     assert run_main(base + ["--greedy"], capsys).out == run_main(base + ["--beam", "1"], capsys).out
 
 
+def test_cli_samples_at_temperature_0_8_from_the_50_likeliest_tokens_unless_told(checkpoint_dir,
+                                                                                  monkeypatch):
+    """As train.py's closing sample and nanoGPT's sample.py: a small model's tail of unlikely tokens
+    is mostly noise. --temperature 1 --top-k 0 samples the model's own distribution."""
+    import sample
+    asked = []
+    monkeypatch.setattr(sample, "generate_stream",
+                        lambda model, idx, n, **sampling: asked.append(sampling) or iter(()))
+    base = ["--out-dir", str(checkpoint_dir), "--prompt", "the", "--no-stream"]
+    main(base)
+    main(base + ["--temperature", "1", "--top-k", "0"])
+    assert (asked[0]["temperature"], asked[0]["top_k"]) == (0.8, 50)
+    assert (asked[1]["temperature"], asked[1]["top_k"]) == (1.0, 0)
+    logits = torch.randn(1, 300)
+    assert torch.equal(sample.filter_logits(logits, top_k=0), logits)  # 0: every token stays
+
+
 def load(checkpoint_dir):
     checkpoint = torch.load(checkpoint_dir / "ckpt.pt", weights_only=True)
     return GPT.from_checkpoint_dict(checkpoint).eval(), Tokenizer.loads(checkpoint["tokenizer"])
