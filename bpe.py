@@ -48,10 +48,11 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+"""
                 r"""| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
 
-# Python's own `re` runs GPT-2's pattern about 1.5 times as fast as `regex` (bench/RESULTS.md), but it
-# has no \p{L} or \p{N}. Its Unicode classes stand in for them: [^\W\d_] for letters, \d for numbers.
-# They agree with Unicode's on most characters but not all (`re` counts "²" and "½" as letters), so
-# `re` gets only text whose every character is one on which the two were seen to agree, below.
+# Python's own `re` runs GPT-2's pattern about 1.5 times as fast as `regex` (bench/RESULTS.md),
+# but it has no \p{L} or \p{N}. Its Unicode classes stand in for them: [^\W\d_] for letters, \d
+# for numbers. They agree with Unicode's on most characters but not all (`re` counts "²" and "½"
+# as letters), so `re` gets only text whose every character is one on which the two were seen to
+# agree, below.
 GPT2_PATTERN_RE = re.compile(
     r"""'(?:[st]|re|ve|m|ll|d)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+""")
 
@@ -59,7 +60,8 @@ GPT2_PATTERN_RE = re.compile(
 def re_agrees_on() -> str:
     """The characters of Latin-1, Latin Extended and General Punctuation (curly quotes, dashes:
     most of what English text holds) that `re` and `regex` put in the same class: letter, number,
-    whitespace or other. On text made of them only, GPT2_PATTERN_RE matches what GPT2_PATTERN does."""
+    whitespace or other. On text made of them only, GPT2_PATTERN_RE matches what GPT2_PATTERN
+    does."""
     def classes(c, letter, number, space):
         return bool(letter.match(c)), bool(number.match(c)), bool(space.match(c))
     unicode_classes = [regex.compile(p) for p in (r"\p{L}", r"\p{N}", r"\s")]

@@ -296,7 +296,8 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None, toke
 def xz_bits_per_byte(data: bytes, limit=16_000_000):
     """What a general-purpose compressor achieves on the held-out text (xz -9: LZMA2, preset 9),
     printed beside the model's bits per byte: a language model that does not beat it has not learned
-    much beyond repeated strings. None above `limit` bytes (xz -9 takes about a second a megabyte)."""
+    much beyond repeated strings. None above `limit` bytes (xz -9 takes about a second a
+    megabyte)."""
     if len(data) > limit:
         return None
     return round(8 * len(lzma.compress(data, format=lzma.FORMAT_XZ, preset=9)) / len(data), 4)
