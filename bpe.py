@@ -49,10 +49,12 @@ GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+
                 r"""| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
 
 # Python's own `re` runs GPT-2's pattern about 1.5 times as fast as `regex` (bench/RESULTS.md),
-# but it has no \p{L} or \p{N}. Its Unicode classes stand in for them: [^\W\d_] for letters, \d
-# for numbers. They agree with Unicode's on most characters but not all (`re` counts "²" and "½"
-# as letters), so `re` gets only text whose every character is one on which the two were seen to
-# agree, below.
+# but it has no \p{L} or \p{N}. Its Unicode classes stand in for them: `re`'s \w is letters, digits
+# and "_", so [^\W\d_] is the letters, \d the numbers, and "other" ([^\s\p{L}\p{N}]) is
+# [^\s\w] plus "_", which GPT-2 counts as punctuation. They agree with Unicode's classes on most
+# characters but not all (`re` counts "²" and "½" as letters), so `re` gets only text whose every
+# character is one on which the two were seen to agree, below; the pattern then matches the same
+# strings, the \S of its lookahead included. Contractions are ASCII in both.
 GPT2_PATTERN_RE = re.compile(
     r"""'(?:[st]|re|ve|m|ll|d)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+""")
 
@@ -352,8 +354,9 @@ class Tokenizer:
 
     def pre_tokenize(self, text: str) -> list[str]:
         """The pattern's matches in text. GPT-2's pattern runs on `re` where `re` agrees with it
-        (GPT2_PATTERN_RE): the text goes in blocks of about 64 KB, each to `re` unless it holds a
-        character outside the agreed ones, cut where the pattern always ends a pre-token."""
+        (GPT2_PATTERN_RE): the text goes in blocks of about 65,536 characters, each to `re` unless
+        it holds a character outside the agreed ones, cut where every pre-token ends (SAFE_CUT: no
+        alternative of the pattern spans a newline and the letter after it)."""
         if self.pattern != GPT2_PATTERN:
             return self.compiled_pattern.findall(text)
         pieces = []

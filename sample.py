@@ -181,11 +181,13 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=200)
     # 0.8 and 50, as train.py's closing sample: a small model's long tail of unlikely tokens is
     # mostly noise (nanoGPT samples at 0.8 too); --temperature 1 --top-k 0 is the model's own
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy decoding")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="0 is greedy decoding (default: 0.8)")
     p.add_argument("--top-k", type=int, default=50,
-                   help="sample only from the k most likely tokens (0: all)")
+                   help="sample only from the k most likely tokens (default: 50; 0: all)")
     p.add_argument("--top-p", type=float,
-                   help="nucleus sampling: the most likely tokens with mass >= p")
+                   help="nucleus sampling: the most likely tokens with mass >= p, among the top-k "
+                        "(add --top-k 0 for nucleus sampling alone)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--beam", type=int, metavar="N",
                    help="beam search with N beams (ignores sampling options)")
@@ -226,7 +228,7 @@ def check_args(args):
 
 # Where a top-level Python definition ends: two blank lines (PEP 8), or one before the next
 # definition (half of the standard library's). After train.py's default run, on Python's source,
-# `--prompt "def "` then prints one function, not text cut mid-line by --max-new-tokens.
+# `--prompt "def"` then prints one function, not text cut mid-line by --max-new-tokens.
 DEFAULT_STOPS = ["\n\n\n", "\n\ndef ", "\n\nclass ", "\n\n@"]
 
 

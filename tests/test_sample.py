@@ -336,7 +336,7 @@ def test_cli_greedy_equals_beam_1(checkpoint_dir, capsys):
 
 def test_cli_samples_at_temperature_0_8_from_the_50_likeliest_tokens_unless_told(checkpoint_dir,
                                                                                   monkeypatch):
-    """As train.py's closing sample and nanoGPT's sample.py: a small model's tail of unlikely tokens
+    """As train.py's closing sample (nanoGPT's temperature too): a small model's tail of unlikely tokens
     is mostly noise. --temperature 1 --top-k 0 samples the model's own distribution."""
     import sample
     asked = []
