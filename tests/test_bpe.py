@@ -15,9 +15,9 @@ from hypothesis import given, settings, strategies as st
 import bpe
 from bpe import (ENDOFTEXT, GPT2_PATTERN, GPT4_PATTERN, Tokenizer, load_tokenizer, merge, printable,
                  safe_split, textbook_merges)
+from shared_data import DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 GPT2_FILES = (DATA / "gpt2" / "encoder.json", DATA / "gpt2" / "vocab.bpe")
 needs_gpt2_files = pytest.mark.skipif(not GPT2_FILES[0].is_file(), reason=f"GPT-2 vocabulary files not found in {DATA / 'gpt2'} (../shared/data)")
 

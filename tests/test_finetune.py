@@ -14,18 +14,11 @@ import finetune
 from bpe import ENDOFTEXT, Tokenizer
 from finetune import DELIM, EXTRACT, START, TaskModel, make_batch, transform
 from gpt import GPT, GPTConfig
+from shared_data import DATA, ROCSTORIES, needs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 GLUE = DATA / "glue"
-ROCSTORIES = DATA / "rocstories" / "cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
-
-
-def needs(path):
-    if not path.exists():
-        pytest.skip(f"{path} not found: the shared data folder (../shared/data) is missing")
-    return path
 
 
 @pytest.fixture(scope="module")

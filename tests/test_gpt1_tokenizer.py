@@ -6,16 +6,15 @@ import csv
 import re
 import shutil
 import unicodedata
-from pathlib import Path
 
 import pytest
 
 import bpe
 from bpe import GPT1Tokenizer, Tokenizer, load_tokenizer, text_standardize
+from shared_data import DATA, ROCSTORIES, needs
 
 transformers = pytest.importorskip("transformers")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GPT1 = DATA / "gpt1"
 ODD = ["Hello, World! It's 3.5 dollars—isn't it…",
        "ΟΔΟΣ İstanbul café naïve Ångström Straße",
@@ -26,12 +25,6 @@ ODD = ["Hello, World! It's 3.5 dollars—isn't it…",
        "e\u0301 combining, ﬁ ligature, ½ ①",
        "don't (stop) [now] {ok} <b>bold</b> $5 #1 @me ~x^2 `code` | a_b",
        "", "   \n\t "]
-
-
-def needs(path):
-    if not path.exists():
-        pytest.skip(f"{path} not found: the shared data folder (../shared/data) is missing")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +55,7 @@ def real_texts():
         with open(path, encoding="utf-8-sig", newline="") as file:
             rows = csv.DictReader(file, delimiter="\t", quoting=csv.QUOTE_NONE)
             texts += [row[column] for row in rows for column in columns]
-    rocstories = needs(DATA / "rocstories" / "cloze_test_val__spring2016 - cloze_test_ALL_val.csv")
+    rocstories = needs(ROCSTORIES)
     with open(rocstories, encoding="utf-8", newline="") as file:
         texts += [" ".join(row.values()) for row in csv.DictReader(file)]
     return texts + ODD

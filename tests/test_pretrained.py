@@ -17,20 +17,13 @@ import finetune
 import sample
 from bpe import GPT1Tokenizer, Tokenizer
 from gpt import GPT, GPTConfig, resolve_model
+from shared_data import DATA, ROCSTORIES, needs
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-ROCSTORIES = DATA / "rocstories" / "cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
 TINY = dict(n_layer=2, n_head=2, n_embd=128, n_positions=16, vocab_size=101)  # heads of 64: GPT-1
-
-
-def needs(path):
-    if not path.exists():
-        pytest.skip(f"{path} not found: the shared data folder (../shared/data) is missing")
-    return path
 
 
 def random_hf_gpt1(cls=None, **overrides):
