@@ -333,8 +333,8 @@ def _attn_bwd_dq(Q, K, V, DO, L, Delta, DQ, sm_scale, qk_scale,
 
 def _check_inputs(q, k, v):
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
-        raise ValueError("flash_attention: q, k, v must share one shape (batch, heads, seq, head_dim), "
-                         f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        raise ValueError("flash_attention: q, k, v must share one shape "
+                         f"(batch, heads, seq, head_dim), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16,
                                                               torch.float32):
         raise ValueError(f"flash_attention: q, k, v must all be fp16, bf16 or fp32, got "
@@ -392,7 +392,8 @@ def _reference(q, k, v, causal, sm_scale):
     s = (q @ k.transpose(-2, -1)) * sm_scale
     if causal:
         T = q.shape[-2]
-        s = s.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+        future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+        s = s.masked_fill(future, float("-inf"))
     return torch.softmax(s, dim=-1) @ v
 
 
@@ -429,7 +430,8 @@ def _benchmark():
     for name, fn in [("triton", lambda: flash_attention(q, k, v, causal=True)),
                      ("sdpa", lambda: sdpa(q, k, v, is_causal=True))]:
         ms = triton.testing.do_bench(fn, return_mode="median")
-        print(f"causal forward B={B} H={H} T={T} d={D} bf16 {name:6s}: {flops / ms * 1e-9:.0f} TFLOP/s")
+        print(f"causal forward B={B} H={H} T={T} d={D} bf16 {name:6s}: "
+              f"{flops / ms * 1e-9:.0f} TFLOP/s")
     print("full table: python bench/attention.py")
 
 
