@@ -181,6 +181,64 @@ class Block(nn.Module):
 
 
 # -----------------------------------------------------------------------------
+# The loss, computed in chunks
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """The mean cross-entropy of softmax(h Wᵀ) against targets, and its gradients, without ever
+    holding all the logits: a small model's logits are its largest tensor (4,096 tokens x 4,096
+    words: 64 MB, more than the rest of the step's activations together), and on a CPU writing and
+    re-reading them costs more than the multiplications that make them. Each chunk of rows goes
+    through logits → log-sum-exp → gradient while it sits in the cache, and the gradients are
+    computed right here: the loss is the last thing a training step computes, so nothing can come
+    between. The same idea as Liger Kernel's fused linear cross-entropy and Apple's Cut
+    Cross-Entropy (Wijmans et al. 2024).
+
+    For a row with logits z = h Wᵀ and target t: loss = logsumexp(z) - z_t, and
+    ∂loss/∂z = softmax(z) - onehot(t), so ∂loss/∂h = (softmax(z) - onehot(t)) W and
+    ∂loss/∂W = (softmax(z) - onehot(t))ᵀ h, summed over rows. Targets of -1 are left out."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, with_grad, chunk_rows=256):
+        # Under autocast (bfloat16 on a CPU with AMX) the products run in its dtype, the softmax
+        # in float32, as autocast does for F.cross_entropy.
+        device = h.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+        w = weight.to(dtype)
+        count = (targets != -1).sum()
+        loss = torch.zeros((), device=h.device)
+        grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
+        for start in range(0, h.size(0), chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            h_rows, t = h[rows].to(dtype), targets[rows]
+            logits = (h_rows @ w.T).float()
+            kept = (t != -1).float()
+            t = t.clamp(min=0)
+            log_sum_exp = torch.logsumexp(logits, dim=-1)
+            loss += ((log_sum_exp - logits.gather(1, t[:, None])[:, 0]) * kept).sum()
+            if with_grad:
+                grad = logits.sub_(log_sum_exp[:, None]).exp_()  # softmax(z), in place
+                grad.scatter_add_(1, t[:, None], -torch.ones_like(grad[:, :1]))  # - onehot(t)
+                grad = (grad * kept[:, None]).to(dtype)
+                grad_h[rows] = (grad @ w).to(h.dtype)
+                grad_w += (grad.T @ h_rows).to(weight.dtype)
+        count = count.clamp(min=1)
+        if with_grad:
+            ctx.save_for_backward(grad_h / count, grad_w / count)
+        return loss / count
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_loss, grad_w * grad_loss, None, None, None
+
+
+def linear_cross_entropy(h, weight, targets):
+    """F.cross_entropy(h @ weight.T, targets, ignore_index=-1), in chunks (LinearCrossEntropy)."""
+    with_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
+    return LinearCrossEntropy.apply(h, weight, targets, with_grad)
+
+
+# -----------------------------------------------------------------------------
 # The model
 
 
@@ -249,15 +307,22 @@ class GPT(nn.Module):
         """An empty KV cache: one slot per layer for the (keys, values) of past positions."""
         return [None] * self.config.n_layer
 
-    def forward(self, idx, targets=None, *, kv_cache=None):
+    def forward(self, idx, targets=None, *, kv_cache=None, return_logits=True):
         """idx: (B, T) token ids. Returns logits (B, T, vocab_size) and the mean cross-entropy
         loss against targets (B, T) if given (targets of -1 are ignored).
 
         kv_cache: None, or a list from new_kv_cache(), filled in place. The keys and values of
         every position are kept there, so the next call only feeds the new tokens: idx is then
         the continuation of what the cache has seen, at positions past .. past + T - 1.
+
+        return_logits=False, with targets: the logits are not returned (None), and the loss is computed
+        in chunks that never hold them all (LinearCrossEntropy: train.py does so on a CPU).
         """
-        logits = self.lm_head(self.hidden_states(idx, kv_cache=kv_cache))
+        h = self.hidden_states(idx, kv_cache=kv_cache)
+        if targets is not None and not return_logits:
+            return None, linear_cross_entropy(h.flatten(0, 1), self.lm_head.weight,
+                                              targets.reshape(-1))
+        logits = self.lm_head(h)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),

@@ -8,6 +8,7 @@ import types
 import pytest
 import torch
 
+import gpt
 from gpt import GPT, MLP, GPTConfig, dispatch_attention
 
 try:
@@ -85,6 +86,38 @@ def test_loss_is_cross_entropy_of_the_logits():
     expected = -sum(log_probs[b, t, targets[b, t]] for b, t in kept) / len(kept)
     assert len(kept) == 27 and loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
+
+
+def test_the_loss_in_chunks_has_the_loss_and_gradients_of_the_logits():
+    """return_logits=False (train.py on a CPU) computes the loss in chunks of 256 rows and takes its
+    gradient on the way (gpt.LinearCrossEntropy); checked against F.cross_entropy of the whole
+    logits, through autograd. 700 rows: three chunks, the last one short; padding targets of -1."""
+    torch.manual_seed(0)
+    h = torch.randn(700, 32, requires_grad=True)
+    weight = (0.3 * torch.randn(101, 32)).requires_grad_()
+    targets = torch.randint(0, 101, (700,))
+    targets[::9] = -1
+    expected = torch.nn.functional.cross_entropy(h @ weight.T, targets, ignore_index=-1)
+    expected_h, expected_weight = torch.autograd.grad(2.5 * expected, (h, weight))
+    loss = gpt.linear_cross_entropy(h, weight, targets)
+    grad_h, grad_weight = torch.autograd.grad(2.5 * loss, (h, weight))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(grad_h, expected_h, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad_weight, expected_weight, rtol=1e-5, atol=1e-7)
+    with torch.no_grad():  # evaluation: the loss alone
+        assert gpt.linear_cross_entropy(h, weight, targets).item() == pytest.approx(expected.item(),
+                                                                                    rel=1e-6)
+    # Under bfloat16 autocast, as F.cross_entropy of autocast's bfloat16 logits: close, not equal.
+    with torch.autocast("cpu", torch.bfloat16):
+        loss = gpt.linear_cross_entropy(h, weight, targets)
+    grad_h, grad_weight = torch.autograd.grad(loss, (h, weight))
+    assert loss.item() == pytest.approx(expected.item(), abs=2e-3)
+    torch.testing.assert_close(grad_weight, expected_weight / 2.5, rtol=0.02, atol=2e-4)
+    # And the model gives the same loss either way.
+    model = tiny_gpt()
+    idx, targets = torch.randint(0, 101, (2, 16)), torch.randint(0, 101, (2, 16))
+    assert model(idx, targets, return_logits=False)[1].item() == pytest.approx(
+        model(idx, targets)[1].item(), rel=1e-6)
 
 def tanh_gelu(x):
     """GELU with the tanh approximation (Hendrycks & Gimpel 2016, section 2), as OpenAI's GPT-1 and
