@@ -74,8 +74,11 @@ PRESETS = {
     # Small models that train on a laptop CPU (GPT-2's architecture); vocab_size: your tokenizer's.
     "gpt-mini": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.1),
     "gpt-micro": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
-    # train.py's CPU default: at equal compute, 2 layers for more steps beat 4 (bench/RESULTS.md)
-    "gpt-tiny": dict(n_layer=2, n_head=4, n_embd=128, block_size=256),
+    # train.py's defaults on a CPU, in bfloat16 and in float32 (bench/sweep.py: at their budget, two
+    # wide layers beat more narrow ones); the exact GELU, as nanoGPT's, because PyTorch's CPU kernel
+    # of the tanh one is 5x slower
+    "gpt-tiny": dict(n_layer=2, n_head=4, n_embd=256, block_size=256, activation="gelu"),
+    "gpt-tiny-128": dict(n_layer=2, n_head=4, n_embd=128, block_size=256, activation="gelu"),
     "gpt-nano": dict(n_layer=2, n_head=2, n_embd=64, block_size=64),
 }
 
@@ -644,6 +647,10 @@ def dispatch_attention(q, k, v, backend="auto", dropout=0.0):
     if backend == "auto":  # our kernel on a GPU where it applies (no cache, no dropout), else SDPA
         fits = past == 0 and dropout == 0 and q.is_cuda and triton_kernels()
         backend = "triton" if fits else "sdpa"
+        # ... but on a CPU under bfloat16 autocast, the math: the backward of PyTorch's CPU flash
+        # kernel in bfloat16 made train.py's CPU step 1.2x slower (bench/RESULTS.md).
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            backend = "math"
     if backend == "math":
         return attend(q, k, v, dropout)
     if backend == "triton" and past == 0 and dropout == 0:  # no cache, no attention dropout
