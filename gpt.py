@@ -192,9 +192,10 @@ class LinearCrossEntropy(torch.autograd.Function):
     words: 64 MB, more than the rest of the step's activations together), and on a CPU writing and
     re-reading them costs more than the multiplications that make them. Each chunk of rows goes
     through logits → log-sum-exp → gradient while it sits in the cache, and the gradients are
-    computed right here: the loss is the last thing a training step computes, so nothing can come
-    between. The same idea as Liger Kernel's fused linear cross-entropy and Apple's Cut
-    Cross-Entropy (Wijmans et al. 2024).
+    computed right here: the loss is a scalar, so backward only scales them, and the logits are
+    never made twice. The cost: both gradients are held until backward. Liger Kernel's fused
+    linear cross-entropy does the same; Apple's Cut Cross-Entropy (Wijmans et al. 2024) recomputes
+    the logits in backward instead.
 
     For a row with logits z = h Wᵀ and target t: loss = logsumexp(z) - z_t, and
     ∂loss/∂z = softmax(z) - onehot(t), so ∂loss/∂h = (softmax(z) - onehot(t)) W and
@@ -318,8 +319,8 @@ class GPT(nn.Module):
         every position are kept there, so the next call only feeds the new tokens: idx is then
         the continuation of what the cache has seen, at positions past .. past + T - 1.
 
-        return_logits=False, with targets: the logits are not returned (None), and the loss is computed
-        in chunks that never hold them all (LinearCrossEntropy: train.py does so on a CPU).
+        return_logits=False, with targets: the logits are not returned (None), and the loss is
+        computed in chunks that never hold them all (LinearCrossEntropy: train.py does so on a CPU).
         """
         h = self.hidden_states(idx, kv_cache=kv_cache)
         if targets is not None and not return_logits:
@@ -647,8 +648,8 @@ def dispatch_attention(q, k, v, backend="auto", dropout=0.0):
     if backend == "auto":  # our kernel on a GPU where it applies (no cache, no dropout), else SDPA
         fits = past == 0 and dropout == 0 and q.is_cuda and triton_kernels()
         backend = "triton" if fits else "sdpa"
-        # ... but on a CPU under bfloat16 autocast, the math: the backward of PyTorch's CPU flash
-        # kernel in bfloat16 made train.py's CPU step 1.2x slower (bench/RESULTS.md).
+        # ... but on a CPU under (bfloat16) autocast, the math: the backward of PyTorch's CPU flash
+        # kernel in bfloat16 made train.py's CPU step 1.15x slower at T = 256 (bench/RESULTS.md).
         if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             backend = "math"
     if backend == "math":

@@ -87,7 +87,6 @@ def test_loss_is_cross_entropy_of_the_logits():
     assert len(kept) == 27 and loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-
 def test_the_loss_in_chunks_has_the_loss_and_gradients_of_the_logits():
     """return_logits=False (train.py on a CPU) computes the loss in chunks of 256 rows and takes its
     gradient on the way (gpt.LinearCrossEntropy); checked against F.cross_entropy of the whole
@@ -118,6 +117,13 @@ def test_the_loss_in_chunks_has_the_loss_and_gradients_of_the_logits():
     idx, targets = torch.randint(0, 101, (2, 16)), torch.randint(0, 101, (2, 16))
     assert model(idx, targets, return_logits=False)[1].item() == pytest.approx(
         model(idx, targets)[1].item(), rel=1e-6)
+    # with the same gradients, into the tied embedding too (read by wte and lm_head)
+    model(idx, targets, return_logits=False)[1].backward()
+    chunked = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model(idx, targets)[1].backward()
+    for got, expected in zip(chunked, [p.grad for p in model.parameters()]):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-7)
 
 def tanh_gelu(x):
     """GELU with the tanh approximation (Hendrycks & Gimpel 2016, section 2), as OpenAI's GPT-1 and
