@@ -312,7 +312,9 @@ def main(argv=None):
                 raise FileNotFoundError(f"no checkpoint at {path}: train one with `python "
                                         "train.py`, or give --init-from MODEL")
             model, tokenizer, _ = load_model(path, fix="write a new one with `python train.py`")
-        dtype = args.dtype or default_dtype(device)
+        # A CPU keeps float32 weights (train.py's bfloat16 there is autocast over them): bfloat16
+        # weights, which halve what each decode step reads on a GPU, are unmeasured on a CPU.
+        dtype = args.dtype or ("float32" if device.type == "cpu" else default_dtype(device))
         model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "

@@ -92,7 +92,8 @@ class TrainConfig:
     # running
     device: str = flag("", "cuda, mps or cpu; empty: the best available")
     dtype: str = flag("", "bfloat16, float16 or float32; empty: bfloat16 on CUDA (float16 if "
-                          "unsupported), else float32")
+                          "unsupported) and on CPUs with bfloat16 arithmetic (AVX512-BF16), "
+                          "else float32")
     seed: int = flag(1337, "random seed")
     out_dir: str = flag("out", "checkpoints, log and plot go here")
     eval_interval: int = flag(0, "evaluate and checkpoint every this many steps; 0: 10 times a run")
@@ -104,14 +105,18 @@ class TrainConfig:
     sample_tokens: int = flag(200, "tokens of the sample printed at the end; 0: none")
 
 
-# The settings left at 0 or "" above depend on the machine: the default run takes about 6.5 minutes
+# The settings left at 0 or "" above depend on the machine: the default run takes about 7 minutes
 # on a 2-core CPU (recipe chosen by bench/sweep.py), and about ten on a GPU with the 124M GPT-2.
 DEVICE_DEFAULTS = {
-    # The CPU recipe's beta2 0.99: with its 4,096 tokens a step, the squared gradient needs a
-    # longer average (nanoGPT's shakespeare_char uses 0.99 too); 0.018 bits per byte better in
-    # bench/sweep.py. The other devices keep GPT-2's usual 0.95.
-    "cpu": dict(model="gpt-tiny", block_size=256, batch_size=16, max_iters=1400,
+    # A CPU that multiplies in bfloat16 (AVX512-BF16: recent Xeons, AMD Zen 4) trains in it (see
+    # default_dtype). beta2 0.99: with 4,096 tokens a step, the squared gradient needs a longer
+    # average (nanoGPT's shakespeare_char uses 0.99 too); GPUs keep GPT-2's usual 0.95.
+    "cpu": dict(model="gpt-tiny", block_size=256, batch_size=16, max_iters=1600,
                 learning_rate=3e-3, beta2=0.99),
+    # Other CPUs train in float32, where gpt-tiny's step takes 2.2 times as long: half as wide, it
+    # makes the same steps in about the same minutes.
+    "cpu-float32": dict(model="gpt-tiny-128", block_size=256, batch_size=16, max_iters=1600,
+                        learning_rate=3e-3, beta2=0.99),
     "mps": dict(model="gpt-mini", block_size=256, batch_size=16, max_iters=2000,
                 learning_rate=1e-3, beta2=0.95),
     # about 157M tokens: ~6 minutes at 50% MFU on an H100/H200 (estimated, not yet measured here);
@@ -315,11 +320,14 @@ class Batches:
     def tokens(self, split):
         return np.memmap(self.folder / f"{split}.bin", dtype=self.dtype, mode="r")
 
-    def offsets(self, split, count, generator=None):
+    def offsets(self, split, count, generator=None, evenly=False):
+        """Where count windows start: at random, or (evenly=True) spread evenly over the split."""
         high = len(self.tokens(split)) - self.block_size - 1
         if high <= 0:
             raise ValueError(f"{self.folder / split}.bin has fewer tokens than block_size + 1; "
                              "use a smaller --block-size")
+        if evenly:
+            return torch.arange(count) * (high - 1) // max(count - 1, 1)
         return torch.randint(high, (count,), generator=generator or self.generator)
 
     def get(self, split, offsets, device):
@@ -471,7 +479,12 @@ def pick_device(name: str = "") -> torch.device:
 
 
 def default_dtype(device: torch.device) -> str:
-    """bfloat16 on CUDA (float16 on GPUs without it), float32 elsewhere."""
+    """bfloat16 on CUDA (float16 on GPUs without it) and on CPUs that multiply bfloat16 in hardware
+    (AVX512-BF16; with AMX, 1.3x the tokens/s of a 2 x 128 model, with the same loss; bench/RESULTS.md), float32
+    elsewhere (emulated bfloat16 is slower than float32)."""
+    if device.type == "cpu":
+        bf16_in_hardware = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        return "bfloat16" if bf16_in_hardware else "float32"
     if device.type != "cuda":
         return "float32"
     return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
@@ -582,7 +595,9 @@ def optimization_step(run: Run, lr: float) -> torch.Tensor:
         last = micro + world_size >= run.accumulation  # DDP averages gradients after the last only
         sync = nullcontext() if last or not dist.is_initialized() else run.step_model.no_sync()
         with sync, run.autocast:
-            _, loss = run.step_model(x, y)
+            # On a CPU the loss is computed in chunks, without the logits: 1.4x the tokens/s of a
+            # 2 x 128 model (gpt.LinearCrossEntropy); a GPU keeps the plain loss that compile fuses.
+            _, loss = run.step_model(x, y, return_logits=run.device.type != "cpu")
             loss = loss / run.accumulation * world_size  # DDP averages over the processes too
         run.scaler.scale(loss).backward()
         step_loss += loss.detach() / world_size
@@ -644,9 +659,35 @@ def evaluate(run: Run, offsets) -> float:
     for chunk in offsets.split(run.config.batch_size):
         x, y = run.batches.get("val", chunk, run.device)
         with run.autocast:
-            losses.append(run.model(x, y)[1].item())
+            losses.append(run.model(x, y, return_logits=run.device.type != "cpu")[1].item())
     run.model.train()
     return sum(losses) / len(losses)
+
+
+@torch.no_grad()
+def evaluate_whole(run: Run) -> float:
+    """The mean loss over every token of the held-out split, the figure to put next to a compressor,
+    which sees all the text before each byte. Windows of block_size tokens slide on by half a block
+    and score only the tokens the window before did not, so every token after the first half block
+    is predicted from at least half a block of context (as in Hugging Face's "Perplexity of
+    fixed-length models")."""
+    block = run.config.block_size
+    last_start, stride = len(run.batches.tokens("val")) - block - 1, max(1, block // 2)
+    starts = [min(start, last_start) for start in range(0, last_start + stride, stride)]
+    run.model.eval()
+    total, count, scored_until = 0.0, 0, 0  # targets up to data[scored_until] are scored
+    for batch in torch.tensor(starts).split(run.config.batch_size):
+        x, y = run.batches.get("val", batch, run.device)
+        positions = batch[:, None] + torch.arange(1, block + 1)  # of the targets y, in the data
+        seen = torch.cat([torch.tensor([scored_until]), batch[:-1] + block])[:, None]
+        y = y.masked_fill((positions <= seen).to(y.device), -1)  # scored by a window before
+        scored_until = batch[-1].item() + block
+        with run.autocast:
+            loss = run.model(x, y, return_logits=run.device.type != "cpu")[1]
+        kept = (y != -1).sum().item()
+        total, count = total + loss.item() * kept, count + kept
+    run.model.train()
+    return total / count
 
 
 def bits_per_byte(nats_per_token: float, meta: dict):
@@ -698,7 +739,13 @@ def pretrain(config: TrainConfig, asked: set):
     if "RANK" in os.environ:  # started by torchrun
         device = join_processes(device)
     model, tokenizer, checkpoint = open_out_dir(config, rank)
-    config = resolve_settings(config, asked, device.type, checkpoint and checkpoint["train_config"])
+    recipe = device.type
+    if recipe == "cpu" and (config.dtype or default_dtype(device)) == "float32":
+        recipe = "cpu-float32"
+    config = resolve_settings(config, asked, recipe, checkpoint and checkpoint["train_config"])
+    if not config.dtype:  # chosen once and saved, so that a resumed run computes as it began
+        # (a checkpoint saved before CPUs trained in bfloat16 says "", and trained in float32)
+        config.dtype = "float32" if checkpoint and device.type == "cpu" else default_dtype(device)
     log(textwrap.fill(f"settings: {dataclasses.asdict(config)}", 100, break_long_words=False,
                       break_on_hyphens=False))
     torch.manual_seed(config.seed + rank)
@@ -716,7 +763,7 @@ def pretrain(config: TrainConfig, asked: set):
     model.attention, model.kernels = config.attention, config.kernels
     log(f"model: {config.init_from or config.model}, {model.num_params() / 1e6:.2f}M parameters, "
         f"{model.config}")
-    dtype = config.dtype or default_dtype(device)
+    dtype = config.dtype
     run = build_run(config, model.to(device), tokenizer, batches, meta, device, rank, world_size,
                     dtype)
     step, best_val_loss = restore(run, checkpoint) if checkpoint else (0, float("inf"))
@@ -726,8 +773,9 @@ def pretrain(config: TrainConfig, asked: set):
     log(f"batch: {run.accumulation * config.batch_size * config.block_size:,} tokens per step = "
         f"{run.accumulation} micro-batches of {config.batch_size} x {config.block_size} over "
         f"{world_size} process(es); {config.max_iters} steps on {device} in {dtype}")
-    eval_offsets = batches.offsets("val", config.eval_iters * config.batch_size,
-                                   torch.Generator().manual_seed(0))
+    # The same windows every time, spread over the split: random ones can all miss its harder files
+    # (with one seed, the default run's figure was 0.03 bits per byte below the whole split's).
+    eval_offsets = batches.offsets("val", config.eval_iters * config.batch_size, evenly=True)
     out_dir = Path(config.out_dir)
     if rank == 0:
         start_log(out_dir, config.resume, step)
@@ -744,10 +792,8 @@ def pretrain(config: TrainConfig, asked: set):
                 if rank == 0 and (step % config.eval_interval == 0 or step == config.max_iters):
                     val_loss = evaluate(run, eval_offsets)
                     bpb = bits_per_byte(val_loss, meta)
-                    xz = meta.get("val_xz_bits_per_byte") if step == config.max_iters else None
                     log(f"eval step {step}: val loss {val_loss:.4f}"
-                        + (f", {bpb:.3f} bits per byte" if bpb else "")
-                        + (f" (xz -9 compresses the same text to {xz:.3f})" if xz else ""))
+                        + (f", {bpb:.3f} bits per byte" if bpb else ""))
                     record(out_dir, {"step": step, "val_loss": round(val_loss, 6),
                                      "val_bpb": bpb and round(bpb, 4)})
                     if val_loss < best_val_loss:
@@ -772,8 +818,16 @@ def pretrain(config: TrainConfig, asked: set):
 
 
 def finish(run: Run):
-    """The loss curve (--plot) and a sample of what the model learned (--sample-tokens)."""
+    """The loss on the whole held-out split (next to xz's), the loss curve (--plot) and a sample of
+    what the model learned (--sample-tokens)."""
     out_dir, tokenizer = Path(run.config.out_dir), run.tokenizer
+    loss = evaluate_whole(run)
+    bpb, xz = bits_per_byte(loss, run.meta), run.meta.get("val_xz_bits_per_byte")
+    print(f"held-out split ({len(run.batches.tokens('val')):,} tokens): val loss {loss:.4f}"
+          + (f", {bpb:.3f} bits per byte" if bpb else "")
+          + (f" (xz -9 compresses the same text to {xz:.3f})" if xz else ""))
+    record(out_dir, {"step": run.config.max_iters, "heldout_loss": round(loss, 6),
+                     "heldout_bpb": bpb and round(bpb, 4)})
     if run.config.plot:
         plot_losses(out_dir / "log.jsonl", out_dir / "loss.png")
         print(f"wrote {out_dir / 'loss.png'}")

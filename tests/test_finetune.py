@@ -281,7 +281,9 @@ def test_custom_multiple_choice_and_a_regression_task_end_to_end(tmp_path, check
     assert predicted == pytest.approx(expected, abs=1e-4)  # written with 4 decimals
     labels = [score for _, _, score in pairs]
     pearson = torch.corrcoef(torch.tensor([expected, labels]))[0, 1].item()
-    assert best["metrics"]["pearson"] == pytest.approx(pearson, abs=1e-5)
+    # abs 1e-4: the untrained model's predictions lie close together, so float32 rounding in them
+    # moves the correlation by ~1e-5 (the tokenizer is trained on README.md: it changes with it)
+    assert best["metrics"]["pearson"] == pytest.approx(pearson, abs=1e-4)
 
 
 # ---------------------------------------------------------------- metrics

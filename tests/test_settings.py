@@ -58,6 +58,20 @@ def test_the_settings_are_printed_once_and_stored_in_the_checkpoint(tmp_path, ca
     assert stored["max_iters"] == 1 and stored["warmup_iters"] == 1 and stored["lr_decay_iters"] == 1
 
 
+@pytest.mark.parametrize("dtype, width", [("bfloat16", 256), ("float32", 128)])
+def test_a_cpu_in_float32_trains_the_narrower_default(tmp_path, dtype, width):
+    """A CPU without bfloat16 arithmetic trains in float32, where gpt-tiny's step takes 2.2 times as
+    long: its default is the same two layers, half as wide (gpt-tiny-128), in the same steps."""
+    (tmp_path / "text.txt").write_text(open(train.__file__, encoding="utf-8").read())
+    train.main(["--data", str(tmp_path / "text.txt"), "--cache-dir", str(tmp_path / "cache"),
+                "--out-dir", str(tmp_path / "out"), "--block-size", "16", "--batch-size", "2",
+                "--vocab-size", "260", "--max-iters", "1", "--eval-iters", "1",
+                "--sample-tokens", "0", "--device", "cpu", "--dtype", dtype])
+    checkpoint = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    assert checkpoint["config"]["n_layer"] == 2 and checkpoint["config"]["n_embd"] == width
+    assert checkpoint["train_config"]["learning_rate"] == 3e-3
+
+
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (ROOT / "configs").glob("*.json")))
 def test_every_recipe_resolves_to_a_model(recipe):
     """A recipe is read only when it is run, on the machine it is for (a GPU's): its typos are

@@ -23,7 +23,8 @@ from gpt import GPT, GPTConfig
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "gpt-nano", "--block-size", "32", "--batch-size", "4", "--vocab-size", "300",
-        "--eval-iters", "2", "--log-interval", "1", "--sample-tokens", "0", "--device", "cpu"]
+        "--eval-iters", "2", "--log-interval", "1", "--sample-tokens", "0", "--device", "cpu",
+        "--dtype", "float32"]  # float32: the tests compare with references computed in float32
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +51,8 @@ def record_offsets(monkeypatch):
     """The window offsets train.py draws, as (split, offsets), in the order it draws them."""
     drawn, draw = [], train.Batches.offsets
 
-    def spy(self, split, count, generator=None):
-        offsets = draw(self, split, count, generator)
+    def spy(self, split, count, *args, **kwargs):
+        offsets = draw(self, split, count, *args, **kwargs)
         drawn.append((split, offsets))
         return offsets
 
@@ -162,8 +163,8 @@ def test_warmup_ends_on_the_peak_and_the_cosine_on_min_lr():
 def test_loss_goes_down_and_a_plot_is_written(tmp_path, corpus, monkeypatch, capsys):
     drawn = record_offsets(monkeypatch)
     log = run(tmp_path, corpus, "--max-iters", "40", "--learning-rate", "3e-3", "--plot")
-    last_eval = [line for line in capsys.readouterr().out.splitlines() if "eval step 40:" in line]
-    assert "bits per byte (xz -9 compresses the same text to " in last_eval[0]  # the one to beat
+    held_out = [line for line in capsys.readouterr().out.splitlines() if "held-out split" in line]
+    assert "bits per byte (xz -9 compresses the same text to " in held_out[0]  # the one to beat
     train_losses = [loss for _, loss in losses(log)]
     assert sum(train_losses[-5:]) / 5 < sum(train_losses[:5]) / 5 - 0.5
     evals = [entry for entry in log if "val_loss" in entry]
@@ -180,6 +181,23 @@ def test_loss_goes_down_and_a_plot_is_written(tmp_path, corpus, monkeypatch, cap
         val_loss = next_token_loss(model, *windows(tmp_path / "cache", "val", val_offsets)).item()
     assert val_loss < math.log(300) - 0.5
     assert val_loss == pytest.approx(evals[-1]["val_loss"], abs=2e-6)
+    # At the end, every held-out token is scored once, with at least half a block of context:
+    # Hugging Face's sliding-window perplexity loop (stride 16), written out here.
+    tokens = torch.from_numpy(np.fromfile(next((tmp_path / "cache").glob("*/val.bin")),
+                                          dtype=np.uint16).astype(np.int64))
+    total, count, scored_until = 0.0, 0, 0
+    for begin in range(0, len(tokens) - 1, 16):
+        end = min(begin + 32, len(tokens) - 1)  # the window's inputs; its targets are one further
+        new = end - scored_until  # the targets no earlier window scored
+        with torch.no_grad():
+            x, y = tokens[end - 32:end][None], tokens[end - 32 + 1:end + 1][None]
+            log_probs = F.log_softmax(model(x)[0].double(), dim=-1)[0, -new:]
+        total -= log_probs.gather(-1, y[0, -new:, None]).sum().item()
+        count, scored_until = count + new, end
+        if end == len(tokens) - 1:
+            break
+    assert count == len(tokens) - 1  # all but the first, which nothing predicts
+    assert log[-1]["heldout_loss"] == pytest.approx(total / count, abs=2e-6)
 
 
 def test_a_step_of_accumulated_micro_batches_is_a_step_on_the_whole_batch(tmp_path, corpus,
@@ -218,6 +236,9 @@ def test_validation_loss_is_measured_with_dropout_off(tmp_path, corpus, monkeypa
     with torch.no_grad():
         expected = next_token_loss(model, *windows(tmp_path / "cache", "val", val_offsets[0]))
     assert len(val_offsets) == 1 and len(val_offsets[0]) == 2 * 4  # --eval-iters 2 batches of 4
+    # spread evenly over the held-out split, from its start to the last whole window
+    last = len(np.fromfile(next((tmp_path / "cache").glob("*/val.bin")), dtype=np.uint16)) - 34
+    assert val_offsets[0].tolist() == [i * last // 7 for i in range(8)]
     val_losses = [entry["val_loss"] for entry in log if "val_loss" in entry]
     assert val_losses == [pytest.approx(expected.item(), abs=2e-6)]  # logged with 6 decimals
 
