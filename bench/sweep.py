@@ -7,9 +7,9 @@ makes the best model in the minutes a laptop gives it?
 
 Each row is a separate `python train.py` process (like the user's), timed as a whole, with its
 data cache shared across rows of the same vocabulary (so the BPE is trained once per size and its
-time is reported apart). Reported: wall time, tokens/s, final validation loss in bits per byte. The
-figure to compare is bits per byte at equal wall time: a recipe that is better per step but slower
-may not be better per minute.
+time is reported apart). Reported: wall time, tokens/s, the loss over the whole held-out split in
+bits per byte. The figure to compare is bits per byte at equal time: a recipe that is better per
+step but slower may not be better per minute.
 """
 
 import argparse
@@ -22,17 +22,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The second sweep (bench/RESULTS.md), on top of the gpt-tiny default. Rows of the same length
-# compare at equal tokens; the vocabulary and batch rows get the steps that take the default's 1200
-# steps' time on one core (measured: 2048 tokens 1.50x the tokens/s, batch 8 1.07x).
-GRID = [
-    {"max_iters": 1800, "vocab_size": 2048, "beta2": 0.95},
-    {"max_iters": 2560, "batch_size": 8, "beta2": 0.95},
-    {"max_iters": 600, "beta2": 0.95},  # the default then (beta2 0.95), at half length
-    {"max_iters": 600, "beta2": 0.99},  # the default now
-    {"max_iters": 600, "beta2": 0.95, "learning_rate": 5e-3, "min_lr_ratio": 0.0},
-    {"max_iters": 600, "beta2": 0.95, "block_size": 512, "batch_size": 8},
-]
+# The third sweep (bench/RESULTS.md), with the loss in chunks and bfloat16 on the CPU: the width of
+# a 2-layer model at equal CPU time (steps from each shape's measured CPU seconds per step).
+GRID = [dict(row, activation="gelu_tanh", attention="sdpa") for row in [  # as they were then
+    {"max_iters": 2600, "n_embd": 128},
+    {"max_iters": 2550, "n_embd": 160},
+    {"max_iters": 2080, "n_embd": 192},
+    {"max_iters": 1750, "n_embd": 256},
+    {"max_iters": 1750, "n_embd": 256, "learning_rate": 2e-3},
+    {"max_iters": 1270, "n_embd": 384, "n_head": 6, "learning_rate": 2e-3},
+]]
 
 
 def run(flags: dict, cache_dir: Path, steps: int | None, timeout: float):
@@ -66,13 +65,13 @@ def main():
     args = parser.parse_args()
     grid = json.loads(args.grid.read_text()) if args.grid else GRID
     rows = [grid[i] for i in args.only] if args.only is not None else grid
-    print("| flags (on top of the CPU defaults) | wall (min) | tokens/s | val bits per byte |")
+    print("| flags (on top of the CPU defaults) | wall (min) | tokens/s | held-out bits per byte |")
     print("| --- | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as cache_dir:
         for flags in rows:
             wall, log = run(flags, Path(cache_dir), args.steps, args.timeout)
             speed = [e["tokens_per_second"] for e in log if "tokens_per_second" in e]
-            bpb = [e["val_bpb"] for e in log if e.get("val_bpb")][-1]
+            bpb = [e["heldout_bpb"] for e in log if e.get("heldout_bpb")][-1]  # the whole split
             shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items())
             print(f"| {shown} | {wall / 60:.1f} | {speed[-1]:,} | {bpb:.3f} |", flush=True)
 
