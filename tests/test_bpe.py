@@ -514,7 +514,8 @@ def live_processes():
                     reason="needs Linux's /proc and 2 cores (training uses processes from 2 MB on)")
 def test_ctrl_c_during_parallel_pre_tokenization_prints_one_line_and_ends_the_workers(tmp_path):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text(MIXED * 1000, encoding="utf-8")  # 28 MB: a second or more in the workers
+    # 56 MB: two seconds or more in the workers (28 MB once ended before the signal, in a full run)
+    corpus.write_text(MIXED * 2000, encoding="utf-8")
     command = [sys.executable, str(ROOT / "bpe.py"), "train", "--input", str(corpus),
                "--vocab-size", "300", "--out", str(tmp_path / "t")]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
