@@ -480,8 +480,8 @@ def pick_device(name: str = "") -> torch.device:
 
 def default_dtype(device: torch.device) -> str:
     """bfloat16 on CUDA (float16 on GPUs without it) and on CPUs that multiply bfloat16 in hardware
-    (AVX512-BF16; with AMX, 1.3x the tokens/s of a 2 x 128 model, with the same loss; bench/RESULTS.md), float32
-    elsewhere (emulated bfloat16 is slower than float32)."""
+    (AVX512-BF16; with AMX, 1.3x the tokens/s of a 2 x 128 model, with the same loss, in
+    bench/RESULTS.md; unmeasured without AMX), float32 elsewhere (emulated bfloat16 is slower)."""
     if device.type == "cpu":
         bf16_in_hardware = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
         return "bfloat16" if bf16_in_hardware else "float32"
