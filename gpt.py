@@ -210,7 +210,8 @@ class LinearCrossEntropy(torch.autograd.Function):
         w = weight.to(dtype)
         count = (targets != -1).sum()
         loss = torch.zeros((), device=h.device)
-        grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
+        if with_grad:
+            grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
         for start in range(0, h.size(0), chunk_rows):
             rows = slice(start, start + chunk_rows)
             h_rows, t = h[rows].to(dtype), targets[rows]
@@ -225,9 +226,9 @@ class LinearCrossEntropy(torch.autograd.Function):
                 grad = (grad * kept[:, None]).to(dtype)
                 grad_h[rows] = (grad @ w).to(h.dtype)
                 grad_w += (grad.T @ h_rows).to(weight.dtype)
-        count = count.clamp(min=1)
+        count = count.clamp(min=1)  # every target ignored: a loss of 0, not 0 / 0
         if with_grad:
-            ctx.save_for_backward(grad_h / count, grad_w / count)
+            ctx.save_for_backward(grad_h.div_(count), grad_w.div_(count))
         return loss / count
 
     @staticmethod
@@ -238,6 +239,8 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 def linear_cross_entropy(h, weight, targets):
     """F.cross_entropy(h @ weight.T, targets, ignore_index=-1), in chunks (LinearCrossEntropy)."""
+    if targets.numel() and targets.min() < -1:  # F.cross_entropy would refuse them too
+        raise ValueError(f"target {targets.min().item()}: targets are token ids, or -1 to ignore")
     with_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
     return LinearCrossEntropy.apply(h, weight, targets, with_grad)
 

@@ -106,6 +106,8 @@ def test_the_loss_in_chunks_has_the_loss_and_gradients_of_the_logits():
     with torch.no_grad():  # evaluation: the loss alone
         assert gpt.linear_cross_entropy(h, weight, targets).item() == pytest.approx(expected.item(),
                                                                                     rel=1e-6)
+    with pytest.raises(ValueError, match="or -1 to ignore"):  # e.g. Hugging Face's -100
+        gpt.linear_cross_entropy(h, weight, targets.masked_fill(targets == -1, -100))
     # Under bfloat16 autocast, as F.cross_entropy of autocast's bfloat16 logits: close, not equal.
     with torch.autocast("cpu", torch.bfloat16):
         loss = gpt.linear_cross_entropy(h, weight, targets)
