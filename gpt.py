@@ -648,13 +648,15 @@ def dispatch_attention(q, k, v, backend="auto", dropout=0.0):
     fastest available."""
     T_q, T_k = q.size(-2), k.size(-2)
     past = T_k - T_q
-    if backend == "auto":  # our kernel on a GPU where it applies (no cache, no dropout), else SDPA
-        fits = past == 0 and dropout == 0 and q.is_cuda and triton_kernels()
-        backend = "triton" if fits else "sdpa"
-        # ... but on a CPU under (bfloat16) autocast, the math: the backward of PyTorch's CPU flash
-        # kernel in bfloat16 made train.py's CPU step 1.15x slower at T = 256 (bench/RESULTS.md).
-        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+    if backend == "auto":
+        if past == 0 and dropout == 0 and q.is_cuda and triton_kernels():
+            backend = "triton"  # our kernel, on a GPU where it applies (no cache, no dropout)
+        elif q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # the backward of PyTorch's CPU flash kernel in bfloat16 made train.py's CPU step
+            # 1.15x slower than the math at T = 256 (bench/RESULTS.md)
             backend = "math"
+        else:
+            backend = "sdpa"
     if backend == "math":
         return attend(q, k, v, dropout)
     if backend == "triton" and past == 0 and dropout == 0:  # no cache, no attention dropout

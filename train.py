@@ -535,7 +535,8 @@ class Run:
     chunked_loss: bool
 
 
-def build_run(config, model, tokenizer, batches, meta, device, rank, world_size, dtype) -> Run:
+def build_run(config, model, tokenizer, batches, meta, device, rank, world_size) -> Run:
+    dtype = config.dtype
     optimizer = make_optimizer(model, config.learning_rate, config.weight_decay,
                                (config.beta1, config.beta2), device)
     autocast = (nullcontext() if dtype == "float32" else
@@ -765,16 +766,14 @@ def pretrain(config: TrainConfig, asked: set):
     model.attention, model.kernels = config.attention, config.kernels
     log(f"model: {config.init_from or config.model}, {model.num_params() / 1e6:.2f}M parameters, "
         f"{model.config}")
-    dtype = config.dtype
-    run = build_run(config, model.to(device), tokenizer, batches, meta, device, rank, world_size,
-                    dtype)
+    run = build_run(config, model.to(device), tokenizer, batches, meta, device, rank, world_size)
     step, best_val_loss = restore(run, checkpoint) if checkpoint else (0, float("inf"))
     if checkpoint:
         log(f"resuming {config.out_dir}/ckpt.pt at step {step}")
     del checkpoint  # its tensors are in the model and the optimizer now
     log(f"batch: {run.accumulation * config.batch_size * config.block_size:,} tokens per step = "
         f"{run.accumulation} micro-batches of {config.batch_size} x {config.block_size} over "
-        f"{world_size} process(es); {config.max_iters} steps on {device} in {dtype}")
+        f"{world_size} process(es); {config.max_iters} steps on {device} in {config.dtype}")
     # The same windows every time, spread over the split: random ones can all miss its harder files
     # (with one seed, the default run's figure was 0.03 bits per byte below the whole split's).
     eval_offsets = batches.offsets("val", config.eval_iters * config.batch_size, evenly=True)
