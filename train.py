@@ -510,8 +510,9 @@ def make_optimizer(model, learning_rate, weight_decay, betas, device) -> torch.o
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    # fused: one kernel for all parameters (on a CPU too, since PyTorch 2.4)
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas,
-                             fused=device.type == "cuda")  # one kernel for all parameters
+                             fused=device.type in ("cuda", "cpu"))
 
 
 @dataclass
