@@ -89,8 +89,9 @@ PRESETS = {
 
 def attend(q, k, v, dropout=0.0):
     """softmax(Q Kᵀ / √d + mask) V for (batch, n_head, length, head_size) tensors (Vaswani et al.
-    2017, section 3.2.1), spelled out. The model computes the same with faster kernels (see
-    dispatch_attention, at the end of this file).
+    2017, section 3.2.1), spelled out. GPUs compute the same with faster kernels; on a CPU under
+    bfloat16 autocast this is what the model trains with (see dispatch_attention, at the end of
+    this file), so it is written with an eye on speed too.
 
     The causal mask lets each query see its own position and everything before it: it is added
     to the scores, 0 where a query may look and -inf where it may not (softmax makes those 0).
@@ -99,11 +100,14 @@ def attend(q, k, v, dropout=0.0):
     """
     *batch, T_q, head_size = q.shape
     T_k = k.size(-2)
+    # -inf where key j > T_k - T_q + i: triu keeps the entries with j - i >= its diagonal
     mask = torch.full((T_q, T_k), float("-inf"), dtype=q.dtype, device=q.device)
     mask = mask.triu(diagonal=T_k - T_q + 1)
-    # Every head of every sequence as one batch of matrices: baddbmm computes mask + Q Kᵀ / √d in
-    # one pass over the scores, not three (product, scale, masked_fill), and bmm takes the
-    # transposes as they are, where 4-d matmuls copied them (bench/RESULTS.md: a CPU step).
+    # Every head of every sequence as one batch of matrices (reshape copies q, k and v, which
+    # arrive as transposed views). baddbmm adds Q Kᵀ / √d onto the mask in one call, where
+    # product, scale and masked_fill were three passes over the T x T scores, and bmm reads
+    # transposed operands in place, where the 4-d matmuls' backward copied the scores
+    # (bench/RESULTS.md: 1.3 to 1.6 times as fast on a CPU in bfloat16).
     q, k, v = (t.reshape(-1, t.size(-2), head_size) for t in (q, k, v))
     att = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=1 / math.sqrt(head_size))
     att = F.dropout(F.softmax(att, dim=-1), p=dropout)
@@ -193,46 +197,48 @@ class Block(nn.Module):
 # The loss, computed in chunks
 
 class LinearCrossEntropy(torch.autograd.Function):
-    """The mean cross-entropy of softmax(h Wᵀ) against targets, and its gradients, a chunk of rows
-    at a time: a small model's logits are its largest tensor (4,096 tokens x 4,096 words: 64 MB in
-    float32, more than the rest of the step's activations together), and on a CPU the passes over
-    them (log-softmax, its backward, casts) cost more than the multiplications that make them.
-    Each chunk goes through logits → log-softmax → ∂loss/∂logits while it sits in the cache, and
-    only that gradient is written out, once, in the products' dtype; two products at the end turn
-    it into the gradients of h and W. They are computed right here: the loss is a scalar, so
-    backward only scales them, and the logits are never made twice. Liger Kernel's fused linear
-    cross-entropy also takes the gradients in the forward; Apple's Cut Cross-Entropy (Wijmans et
-    al. 2024) recomputes the logits in backward instead, to hold nothing of their size.
+    """The mean cross-entropy of softmax(h Wᵀ) against targets, and its gradients, without ever
+    holding all the logits: a small model's logits are its largest tensor (4,096 tokens x 4,096
+    words: 64 MB, more than the rest of the step's activations together), and on a CPU writing and
+    re-reading them costs more than the multiplications that make them. Each chunk of rows goes
+    through logits → log-sum-exp → gradient while it sits in the cache, and the gradients are
+    computed right here: the loss is a scalar, so backward only scales them, and the logits are
+    never made twice. The cost: both gradients are held until backward. Liger Kernel's fused
+    linear cross-entropy does the same; Apple's Cut Cross-Entropy (Wijmans et al. 2024) recomputes
+    the logits in backward instead.
 
-    For a row with logits z = h Wᵀ and target t: loss = logsumexp(z) - z_t = -log_softmax(z)_t,
-    and ∂loss/∂z = softmax(z) - onehot(t), so ∂loss/∂h = (softmax(z) - onehot(t)) W and
+    For a row with logits z = h Wᵀ and target t: loss = logsumexp(z) - z_t, and
+    ∂loss/∂z = softmax(z) - onehot(t), so ∂loss/∂h = (softmax(z) - onehot(t)) W and
     ∂loss/∂W = (softmax(z) - onehot(t))ᵀ h, summed over rows. Targets of -1 are left out."""
 
     @staticmethod
     def forward(ctx, h, weight, targets, with_grad, chunk_rows=256):
         # Under autocast (bfloat16 on a CPU with AMX) the products run in its dtype, the softmax
         # in float32, as autocast does for F.cross_entropy.
-        device, h_dtype = h.device.type, h.dtype
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h_dtype
-        h, w = h.to(dtype), weight.to(dtype)
-        kept = (targets != -1).float()[:, None]
-        count = kept.sum().clamp(min=1)  # every target ignored: a loss of 0, not 0 / 0
-        targets = targets.clamp(min=0)[:, None]
+        device = h.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+        w = weight.to(dtype)
+        count = (targets != -1).sum()
         loss = torch.zeros((), device=h.device)
         if with_grad:
-            grad_logits = torch.empty(h.size(0), w.size(0), dtype=dtype, device=h.device)
+            grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
         for start in range(0, h.size(0), chunk_rows):
             rows = slice(start, start + chunk_rows)
-            log_probs = torch.log_softmax(h[rows] @ w.T, dim=-1, dtype=torch.float32)
-            loss -= (log_probs.gather(1, targets[rows]) * kept[rows]).sum()
+            h_rows, t = h[rows].to(dtype), targets[rows]
+            logits = (h_rows @ w.T).float()
+            kept = (t != -1).float()
+            t = t.clamp(min=0)
+            log_sum_exp = torch.logsumexp(logits, dim=-1)
+            loss += ((log_sum_exp - logits.gather(1, t[:, None])[:, 0]) * kept).sum()
             if with_grad:
-                grad = log_probs.exp_()  # softmax(z), in place
-                grad.scatter_add_(1, targets[rows], -torch.ones_like(kept[rows]))  # - onehot(t)
-                torch.mul(grad, kept[rows], out=grad_logits[rows])  # ignored rows: 0
+                grad = logits.sub_(log_sum_exp[:, None]).exp_()  # softmax(z), in place
+                grad.scatter_add_(1, t[:, None], -torch.ones_like(grad[:, :1]))  # - onehot(t)
+                grad = (grad * kept[:, None]).to(dtype)
+                grad_h[rows] = (grad @ w).to(h.dtype)
+                grad_w += (grad.T @ h_rows).to(weight.dtype)
+        count = count.clamp(min=1)  # every target ignored: a loss of 0, not 0 / 0
         if with_grad:
-            grad_h = (grad_logits @ w).to(h_dtype).div_(count)
-            grad_w = (grad_logits.T @ h).to(weight.dtype).div_(count)
-            ctx.save_for_backward(grad_h, grad_w)
+            ctx.save_for_backward(grad_h.div_(count), grad_w.div_(count))
         return loss / count
 
     @staticmethod

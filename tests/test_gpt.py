@@ -169,6 +169,24 @@ def test_attention_backends_match_reference(backend, T_q, T_k):
                                atol=1e-5, rtol=1e-5)
 
 
+def test_math_attention_gradients_and_bfloat16_match_reference():
+    """The math path is what a CPU trains with under bfloat16 autocast: its gradients (float64, with
+    a KV cache's offset) and its bfloat16 output are checked against the loop above."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, T, 8, dtype=torch.float64, requires_grad=True)
+               for T in (5, 9, 9))
+    grads = torch.randn(2, 3, 5, 8, dtype=torch.float64)
+    got = torch.autograd.grad(dispatch_attention(q, k, v, "math"), (q, k, v), grads)
+    expected = torch.autograd.grad(reference_attention(q, k, v), (q, k, v), grads)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    q, k, v = (t.detach().float() for t in (q, k, v))
+    with torch.autocast("cpu", torch.bfloat16):
+        out = dispatch_attention(q, k, v, "auto")  # "auto" takes the math path here
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference_attention(q, k, v), rtol=0.02, atol=0.02)
+
+
 def test_unknown_backend_is_a_clear_error():
     q = torch.randn(1, 1, 2, 4)
     with pytest.raises(ValueError, match="unknown attention backend"):
