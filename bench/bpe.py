@@ -81,7 +81,7 @@ def main():
     def load_ours():
         return Tokenizer.from_gpt2(encoder_json, vocab_bpe)
 
-    reference, ours = load_tiktoken(), load_ours()
+    ours = load_ours()
     ours.encode_ordinary(text)
     fresh_reference = iter([load_tiktoken() for _ in range(args.repeats)])
     fresh = iter([load_ours() for _ in range(args.repeats)])
