@@ -1,9 +1,10 @@
 """A small sweep over train.py's settings for the default run on a CPU (issue 16): which recipe
 makes the best model in the minutes a laptop gives it?
 
-    python bench/sweep.py                          # the built-in grid, about an hour on 2 cores
-    python bench/sweep.py --only 0 3 --steps 300   # a few rows, shorter
-    python bench/sweep.py --grid my_grid.json      # a JSON list of {"flag": value} dicts
+    python bench/sweep.py                          # the built-in grid, about 30 minutes on 2 cores
+    python bench/sweep.py --only 0 3               # two of its rows
+    python bench/sweep.py --grid g.json            # a JSON list of {"flag": value} dicts
+    python bench/sweep.py --grid g.json --steps 300   # rows without max_iters get 300 steps
 
 Each row is a separate `python train.py` process (like the user's), timed as a whole, with its
 data cache shared across rows of the same vocabulary (so the BPE is trained once per size and its
