@@ -107,7 +107,7 @@ def attend(q, k, v, dropout=0.0):
     # arrive as transposed views). baddbmm adds Q Kᵀ / √d onto the mask in one call, where
     # product, scale and masked_fill were three passes over the T x T scores, and bmm reads
     # transposed operands in place, where the 4-d matmuls' backward copied the scores
-    # (bench/RESULTS.md: 1.3 to 1.6 times as fast on a CPU in bfloat16).
+    # (bench/RESULTS.md: attention 1.3 to 1.6 times as fast on a CPU in bfloat16).
     q, k, v = (t.reshape(-1, t.size(-2), head_size) for t in (q, k, v))
     att = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=1 / math.sqrt(head_size))
     att = F.dropout(F.softmax(att, dim=-1), p=dropout)
