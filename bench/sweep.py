@@ -1,7 +1,7 @@
 """A small sweep over train.py's settings for the default run on a CPU (issue 16): which recipe
 makes the best model in the minutes a laptop gives it?
 
-    python bench/sweep.py                          # the built-in grid, about 30 minutes on 2 cores
+    python bench/sweep.py                          # the built-in grid, about 45 minutes on 2 cores
     python bench/sweep.py --only 0 3               # two of its rows
     python bench/sweep.py --grid g.json            # a JSON list of {"flag": value} dicts
     python bench/sweep.py --grid g.json --steps 300   # rows without max_iters get 300 steps
@@ -23,14 +23,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The fourth sweep (bench/RESULTS.md): two schedules at the 1600 steps of the default then, and
-# what 10% more steps buy. The third (the width of a 2-layer model at equal CPU time) was:
-# n_embd 128, 160, 192, 256, 384 at 2600, 2550, 2080, 1750, 1270 steps, tanh GELU and SDPA.
+# The fourth sweep (bench/RESULTS.md): two schedules at the 1600 steps of the default then, what
+# 10% more steps buy, and weight decay at those 1760 steps. The third (the width of a 2-layer
+# model at equal CPU time) was: n_embd 128, 160, 192, 256, 384 at 2600, 2550, 2080, 1750, 1270
+# steps, tanh GELU and SDPA.
 GRID = [
     {"max_iters": 1600},
     {"max_iters": 1600, "min_lr_ratio": 0},
     {"max_iters": 1600, "learning_rate": 4e-3},
     {"max_iters": 1760},
+    {"max_iters": 1760, "weight_decay": 0},
+    {"max_iters": 1760, "weight_decay": 0.3},
 ]
 
 
