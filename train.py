@@ -745,13 +745,13 @@ def pretrain(config: TrainConfig, asked: set):
     if "RANK" in os.environ:  # started by torchrun
         device = join_processes(device)
     model, tokenizer, checkpoint = open_out_dir(config, rank)
-    recipe = device.type
-    if recipe == "cpu" and (config.dtype or default_dtype(device)) == "float32":
-        recipe = "cpu-float32"
+    # The dtype is chosen once and saved, so that a resumed run computes as it began (a checkpoint
+    # saved before CPUs trained in bfloat16 says "", and trained in float32); it picks the CPU recipe.
+    resumed_on_cpu = checkpoint and device.type == "cpu"
+    dtype = config.dtype or ("float32" if resumed_on_cpu else default_dtype(device))
+    recipe = "cpu-float32" if device.type == "cpu" and dtype == "float32" else device.type
     config = resolve_settings(config, asked, recipe, checkpoint and checkpoint["train_config"])
-    if not config.dtype:  # chosen once and saved, so that a resumed run computes as it began
-        # (a checkpoint saved before CPUs trained in bfloat16 says "", and trained in float32)
-        config.dtype = "float32" if checkpoint and device.type == "cpu" else default_dtype(device)
+    config.dtype = config.dtype or dtype  # a resumed run's saved dtype wins
     log(textwrap.fill(f"settings: {dataclasses.asdict(config)}", 100, break_long_words=False,
                       break_on_hyphens=False))
     torch.manual_seed(config.seed + rank)

@@ -270,6 +270,21 @@ def test_resume_is_exact(tmp_path, corpus):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_checkpoint_without_a_dtype_resumes_in_float32_on_a_cpu(tmp_path, corpus, monkeypatch):
+    """Checkpoints written before CPUs trained in bfloat16 saved dtype "" and trained in float32:
+    resumed on a CPU that would now pick bfloat16, they go on in float32, as they began."""
+    run(tmp_path, corpus, "--max-iters", "2")
+    checkpoint = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    checkpoint["train_config"]["dtype"] = ""
+    torch.save(checkpoint, tmp_path / "out" / "ckpt.pt")
+    monkeypatch.setattr(train, "default_dtype", lambda device: "bfloat16")
+    without_dtype = [flag for flag in TINY if flag not in ("--dtype", "float32")]
+    train.main(["--data", str(corpus), "--cache-dir", str(tmp_path / "cache"), "--out-dir",
+                str(tmp_path / "out"), *without_dtype, "--max-iters", "3", "--resume"])
+    resumed = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    assert resumed["step"] == 3 and resumed["train_config"]["dtype"] == "float32"
+
+
 def test_shape_flags_make_the_model_and_a_resumed_run_keeps_them(tmp_path, corpus):
     """nanoGPT's knobs over the preset (gpt-nano: 2 layers, 2 heads, 64 wide, biases, GELU tanh),
     stored with the run's settings: --resume builds the same model, and refuses another one."""
