@@ -88,13 +88,14 @@ def test_loss_is_cross_entropy_of_the_logits():
 
 
 def test_the_loss_in_chunks_has_the_loss_and_gradients_of_the_logits():
-    """return_logits=False (train.py on a CPU) computes the loss in chunks of 256 rows and takes its
-    gradient on the way (gpt.LinearCrossEntropy); checked against F.cross_entropy of the whole
-    logits, through autograd. 700 rows: three chunks, the last one short; padding targets of -1."""
+    """return_logits=False (train.py on a CPU) computes the loss in chunks of 1,024 rows (their
+    softmax 128 rows at a time) and takes its gradient on the way (gpt.LinearCrossEntropy);
+    checked against F.cross_entropy of the whole logits, through autograd. 2,500 rows: three
+    chunks, the last one short, and so is its last piece; padding targets of -1."""
     torch.manual_seed(0)
-    h = torch.randn(700, 32, requires_grad=True)
+    h = torch.randn(2500, 32, requires_grad=True)
     weight = (0.3 * torch.randn(101, 32)).requires_grad_()
-    targets = torch.randint(0, 101, (700,))
+    targets = torch.randint(0, 101, (2500,))
     targets[::9] = -1
     expected = torch.nn.functional.cross_entropy(h @ weight.T, targets, ignore_index=-1)
     expected_h, expected_weight = torch.autograd.grad(2.5 * expected, (h, weight))
