@@ -259,6 +259,11 @@ def linear_cross_entropy(h, weight, targets):
     if targets.numel() and targets.min() < -1:  # F.cross_entropy would refuse them too
         raise ValueError(f"target {targets.min().item()}: targets are token ids, or -1 to ignore")
     with_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
+    if not with_grad:
+        # evaluation: a row without a target needs no logits (train.py's evaluate_whole scores
+        # only the second half of each window after the first)
+        kept = targets != -1
+        h, targets = h[kept], targets[kept]
     return LinearCrossEntropy.apply(h, weight, targets, with_grad)
 
 
