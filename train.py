@@ -112,8 +112,9 @@ DEVICE_DEFAULTS = {
     # A CPU that multiplies in bfloat16 (AVX512-BF16: recent Xeons, AMD Zen 4) trains in it (see
     # default_dtype). beta2 0.99: with 4,096 tokens a step, the squared gradient needs a longer
     # average (nanoGPT's shakespeare_char uses 0.99 too); GPUs keep GPT-2's usual 0.95. 1900 steps:
-    # what a 2-core Xeon makes in 8 minutes in its slow hours; at this budget more steps lower the
-    # loss most (1600 -> 1760 -> 2000 took 0.022, then 0.015 bits per byte off; bench/RESULTS.md).
+    # about 6 minutes on a 2-core Xeon (2000 took 8 in its slow hours); at this budget steps lower
+    # the loss most (1600 -> 1760 took 0.022 bits per byte off; beyond, a run's chance weighs as
+    # much as 10% more steps; bench/RESULTS.md).
     "cpu": dict(model="gpt-tiny", block_size=256, batch_size=16, max_iters=1900,
                 learning_rate=3e-3, beta2=0.99),
     # Other CPUs train in float32, where gpt-tiny's step takes 2.2 times as long: half as wide, and
@@ -501,12 +502,14 @@ def keep_freed_memory():
     (bench/RESULTS.md). PyTorch's CPU tuning guide suggests jemalloc or tcmalloc for this; two
     mallopt settings do it without a new library: blocks up to 1 GB come from the heap (older
     glibc refuses more than 32 MB: then up to that), and the heap keeps up to 1 GB free. The cost:
-    the process keeps its peak memory until it ends."""
+    the process may hold up to 1 GB it no longer uses."""
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None) if sys.platform == "linux" else None
-    if mallopt:  # glibc's; musl (Alpine) has none
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-        mallopt(M_MMAP_THRESHOLD, 1 << 30) or mallopt(M_MMAP_THRESHOLD, 32 << 20)
-        mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    if not mallopt:  # glibc's; musl (Alpine) has none
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+    mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    if not mallopt(M_MMAP_THRESHOLD, 1 << 30):  # 0: refused
+        mallopt(M_MMAP_THRESHOLD, 32 << 20)  # older glibc's largest
 
 
 def join_processes(device: torch.device) -> torch.device:
