@@ -1,7 +1,7 @@
 """A small sweep over train.py's settings for the default run on a CPU (issue 16): which recipe
 makes the best model in the minutes a laptop gives it?
 
-    python bench/sweep.py                          # the built-in grid, about 45 minutes on 2 cores
+    python bench/sweep.py                          # the built-in grid, about 30 minutes on 2 cores
     python bench/sweep.py --only 0 3               # two of its rows
     python bench/sweep.py --grid g.json            # a JSON list of {"flag": value} dicts
     python bench/sweep.py --grid g.json --steps 300   # rows without max_iters get 300 steps
