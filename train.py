@@ -767,8 +767,9 @@ def pretrain(config: TrainConfig, asked: set):
     if "RANK" in os.environ:  # started by torchrun
         device = join_processes(device)
     model, tokenizer, checkpoint = open_out_dir(config, rank)
-    # The dtype is chosen once and saved, so that a resumed run computes as it began (a checkpoint
-    # saved before CPUs trained in bfloat16 says "", and trained in float32); it picks the CPU recipe.
+    # The dtype is chosen once and saved, so that a resumed run computes as it began (a
+    # checkpoint saved before CPUs trained in bfloat16 says "", and trained in float32); it picks
+    # the CPU recipe.
     resumed_on_cpu = checkpoint and device.type == "cpu"
     dtype = config.dtype or ("float32" if resumed_on_cpu else default_dtype(device))
     recipe = "cpu-float32" if device.type == "cpu" and dtype == "float32" else device.type
