@@ -48,32 +48,27 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+"""
                 r"""| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
 
-# Python's own `re` runs GPT-2's pattern about 1.5 times as fast as `regex` (bench/RESULTS.md),
-# but it has no \p{L} or \p{N}. Its Unicode classes stand in for them: `re`'s \w is letters, digits
-# and "_", so [^\W\d_] is the letters, \d the numbers, and "other" ([^\s\p{L}\p{N}]) is
-# [^\s\w] plus "_", which GPT-2 counts as punctuation. They agree with Unicode's classes on most
-# characters but not all (`re` counts "²" and "½" as letters), so `re` gets only text whose every
-# character is one on which the two were seen to agree, below; the pattern then matches the same
-# strings, the \S of its lookahead included. Contractions are ASCII in both.
-GPT2_PATTERN_RE = re.compile(
-    r"""'(?:[st]|re|ve|m|ll|d)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+""")
+# Python's own `re` runs GPT-2's pattern faster than `regex` (bench/RESULTS.md), but it has no
+# \p{L} or \p{N}, and its own Unicode classes differ from them on some characters ("²" is a
+# letter to `re`'s \w and a number to \p{N}). So `regex` itself sorts, once at import, the
+# characters most English text is made of (Latin-1, Latin Extended, General Punctuation: accents,
+# curly quotes, dashes) into letters, numbers and whitespace, and the pattern is written again for
+# `re` with those lists as its classes ("other" is what is in none of them). On text made of these
+# characters only, it matches exactly what GPT2_PATTERN matches, the \S of its lookahead included.
+# Lists are also faster than `re`'s \w: a look-up in a table instead of a Unicode category test.
+RE_CHARACTERS = "".join(map(chr, [*range(0x250), *range(0x2000, 0x2070)]))
 
 
-def re_agrees_on() -> str:
-    """The characters of Latin-1, Latin Extended and General Punctuation (curly quotes, dashes:
-    most of what English text holds) that `re` and `regex` put in the same class: letter, number,
-    whitespace or other. On text made of them only, GPT2_PATTERN_RE matches what GPT2_PATTERN
-    does."""
-    def classes(c, letter, number, space):
-        return bool(letter.match(c)), bool(number.match(c)), bool(space.match(c))
-    unicode_classes = [regex.compile(p) for p in (r"\p{L}", r"\p{N}", r"\s")]
-    re_classes = [re.compile(p) for p in (r"[^\W\d_]", r"\d", r"\s")]
-    candidates = map(chr, [*range(0x250), *range(0x2000, 0x2070)])
-    return "".join(c for c in candidates
-                   if classes(c, *unicode_classes) == classes(c, *re_classes))
+def gpt2_pattern_for_re() -> re.Pattern:
+    def listed(unicode_class):
+        return "".join(re.escape(c) for c in RE_CHARACTERS if regex.match(unicode_class, c))
+    L, N, S = listed(r"\p{L}"), listed(r"\p{N}"), listed(r"\s")
+    return re.compile(rf"""'(?:[st]|re|ve|m|ll|d)| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+"""
+                      rf"""|[{S}]+(?![^{S}])|[{S}]+""")
 
 
-NOT_FOR_RE = re.compile("[^" + re.escape(re_agrees_on()) + "]")
+GPT2_PATTERN_RE = gpt2_pattern_for_re()
+NOT_FOR_RE = re.compile("[^" + re.escape(RE_CHARACTERS) + "]")
 
 ENDOFTEXT = "<|endoftext|>"
 NEVER = float("inf")  # the rank of a pair that is not a merge
@@ -353,10 +348,10 @@ class Tokenizer:
         return [token for token in ids if token is not None]
 
     def pre_tokenize(self, text: str) -> list[str]:
-        """The pattern's matches in text. GPT-2's pattern runs on `re` where `re` agrees with it
-        (GPT2_PATTERN_RE): the text goes in blocks of about 65,536 characters, each to `re` unless
-        it holds a character outside the agreed ones, cut where every pre-token ends (SAFE_CUT: no
-        alternative of the pattern spans a newline and the letter after it)."""
+        """The pattern's matches in text. GPT-2's pattern runs on `re` (GPT2_PATTERN_RE) where it
+        can: the text goes in blocks of about 65,536 characters, each to `re` unless it holds a
+        character outside RE_CHARACTERS, cut where every pre-token ends (SAFE_CUT: no alternative
+        of the pattern spans a newline and the letter after it)."""
         if self.pattern != GPT2_PATTERN:
             return self.compiled_pattern.findall(text)
         pieces = []
