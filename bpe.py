@@ -365,12 +365,12 @@ class Tokenizer:
 
         Text repeats its words: 10 MB of English are 2.4 million pre-tokens but only 47,000
         distinct ones. Each distinct pre-token is merged once and cached; the rest is looking up,
-        done by C loops (dict.fromkeys, map, chain) rather than a Python loop per pre-token."""
+        done by C loops (set, map, chain) rather than a Python loop per pre-token."""
         if len(self.cache) > 500_000:  # bound memory on endless streams of new words
             self.cache.clear()
         cache = self.cache
         chunks = self.pre_tokenize(text)
-        for chunk in dict.fromkeys(chunks).keys() - cache.keys():  # the new ones, each once
+        for chunk in set(chunks).difference(cache):  # the new ones, each once
             cache[chunk] = tuple(self._encode_chunk(chunk))  # tuples: the GC soon ignores them
         return list(chain.from_iterable(map(cache.__getitem__, chunks)))
 
