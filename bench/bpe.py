@@ -12,6 +12,7 @@ Needs: pip install tiktoken tokenizers. Prints a markdown table for bench/RESULT
 """
 
 import argparse
+import statistics
 import sys
 import time
 from array import array
@@ -31,12 +32,15 @@ DATA = ROOT.parent / "shared" / "data"
 
 def best_time(function, repeats):
     """The fastest of several runs: the least disturbed by whatever else the machine does."""
-    return best_times([function], repeats)[0]
+    return best_times([function], repeats)[0][::2]
 
 
 def best_times(functions, repeats):
-    """(fastest time, last result) of each function over several rounds, the functions taking
-    turns in each round: on a shared machine a busy spell then slows every function alike.
+    """(fastest time, median time, last result) of each function over several rounds, the
+    functions taking turns in each round: on a shared machine a busy spell then slows every
+    function alike. This VM's speed also jumps by up to half for a second or two at a time
+    (bench/RESULTS.md), which the fastest of few rounds catches for one side and not the other,
+    so the median of many rounds is reported beside it.
 
     A list of ids is kept as a compact array: millions of ints left alive as Python objects would
     make each later garbage collection scan them, and only bpe.py's encoder triggers collections
@@ -49,7 +53,7 @@ def best_times(functions, repeats):
             times[i].append(time.perf_counter() - start)
             results[i] = array("l", result) if isinstance(result, list) else result
             del result
-    return [(min(t), result) for t, result in zip(times, results)]
+    return [(min(t), statistics.median(t), result) for t, result in zip(times, results)]
 
 
 def main():
@@ -85,8 +89,7 @@ def main():
     ours.encode_ordinary(text)
     fresh_reference = iter([load_tiktoken() for _ in range(args.repeats)])
     fresh = iter([load_ours() for _ in range(args.repeats)])
-    (reference_time, reference_ids), (cold_time, cold_ids), (warm_time, warm_ids), (split_time, _), \
-        (reference_load, _), (load_time, _), (reference_both, _), (our_both, both_ids) = best_times(
+    reference, cold, warm, split, reference_load, load, reference_both, ours_both = best_times(
             [lambda: next(fresh_reference).encode_ordinary(text),
              lambda: next(fresh).encode_ordinary(text),
              lambda: ours.encode_ordinary(text),
@@ -94,15 +97,21 @@ def main():
              load_tiktoken, load_ours,
              lambda: load_tiktoken().encode_ordinary(text),
              lambda: load_ours().encode_ordinary(text)], args.repeats)
-    assert cold_ids == warm_ids == both_ids == reference_ids, "ids differ from tiktoken"
-    rows.append(("encode, tiktoken (reference)", f"{megabytes / reference_time:.2f} MB/s", "1.00x"))
-    rows.append(("encode, bpe.py, fresh tokenizer (empty cache)", f"{megabytes / cold_time:.2f} MB/s", f"{reference_time / cold_time:.2f}x"))
-    rows.append(("encode, bpe.py, warm cache", f"{megabytes / warm_time:.2f} MB/s", f"{reference_time / warm_time:.2f}x"))
-    rows.append(("pre-tokenization with `regex` alone (for scale)", f"{megabytes / split_time:.2f} MB/s", f"{reference_time / split_time:.2f}x"))
-    rows.append(("load the GPT-2 files, tiktoken", f"{reference_load:.2f} s", ""))
-    rows.append(("load the GPT-2 files, bpe.py", f"{load_time:.2f} s", ""))
-    rows.append(("load, then encode: tiktoken (reference)", f"{megabytes / reference_both:.2f} MB/s", "1.00x"))
-    rows.append(("load, then encode: bpe.py", f"{megabytes / our_both:.2f} MB/s", f"{reference_both / our_both:.2f}x"))
+    reference_ids = reference[2]
+    assert cold[2] == warm[2] == ours_both[2] == reference_ids, "ids differ from tiktoken"
+
+    def speed(times, reference_times):  # MB/s and the ratio, fastest round (median of rounds)
+        return (f"{megabytes / times[0]:.2f} MB/s ({megabytes / times[1]:.2f})",
+                f"{reference_times[0] / times[0]:.2f}x ({reference_times[1] / times[1]:.2f}x)")
+
+    rows.append(("encode, tiktoken (reference)", *speed(reference, reference)))
+    rows.append(("encode, bpe.py, fresh tokenizer (empty cache)", *speed(cold, reference)))
+    rows.append(("encode, bpe.py, warm cache", *speed(warm, reference)))
+    rows.append(("pre-tokenization with `regex` alone (for scale)", *speed(split, reference)))
+    rows.append(("load the GPT-2 files, tiktoken", f"{reference_load[0]:.2f} s ({reference_load[1]:.2f})", ""))
+    rows.append(("load the GPT-2 files, bpe.py", f"{load[0]:.2f} s ({load[1]:.2f})", ""))
+    rows.append(("load, then encode: tiktoken (reference)", *speed(reference_both, reference_both)))
+    rows.append(("load, then encode: bpe.py", *speed(ours_both, reference_both)))
     print(f"encoded {megabytes:.1f} MB: {len(reference_ids):,} tokens, identical ids", file=sys.stderr)
     if args.encode_only:
         return print_table(megabytes, rows)
@@ -134,7 +143,7 @@ def main():
 
 
 def print_table(megabytes, rows):
-    print(f"| measurement ({megabytes:.1f} MB of Gutenberg text) | figure | ratio |")
+    print(f"| measurement ({megabytes:.1f} MB of Gutenberg text) | figure: fastest (median) | ratio |")
     print("| --- | ---: | ---: |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
