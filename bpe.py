@@ -60,11 +60,13 @@ RE_CHARACTERS = "".join(map(chr, [*range(0x250), *range(0x2000, 0x2070)]))
 
 
 def gpt2_pattern_for_re() -> re.Pattern:
+    """GPT2_PATTERN with \\p{L}, \\p{N} and \\s spelled out as lists of RE_CHARACTERS."""
     def listed(unicode_class):
         return "".join(re.escape(c) for c in RE_CHARACTERS if regex.match(unicode_class, c))
-    L, N, S = listed(r"\p{L}"), listed(r"\p{N}"), listed(r"\s")
-    return re.compile(rf"""'(?:[st]|re|ve|m|ll|d)| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+"""
-                      rf"""|[{S}]+(?![^{S}])|[{S}]+""")
+    letters, numbers, spaces = listed(r"\p{L}"), listed(r"\p{N}"), listed(r"\s")
+    return re.compile(rf"""'(?:[st]|re|ve|m|ll|d)| ?[{letters}]+| ?[{numbers}]+"""
+                      rf"""| ?[^{spaces}{letters}{numbers}]+"""
+                      rf"""|[{spaces}]+(?![^{spaces}])|[{spaces}]+""")
 
 
 GPT2_PATTERN_RE = gpt2_pattern_for_re()
