@@ -1,0 +1,84 @@
+"""
+Where the default run's held-out loss comes from: bits per byte of a checkpoint on each held-out
+file of the built-in corpus, next to what `xz -9` makes of the same file, and both on the split
+with and without its largest file.
+
+    python bench/heldout_files.py                  # out/ckpt.pt, after `python train.py`
+    python bench/heldout_files.py --checkpoint DIR/ckpt.pt --top 20
+
+Each file is scored on its own, as train.py scores the whole split: windows of block_size tokens
+slide on by half a block and score only the tokens not scored before, so every token after the
+first half block is predicted from at least half a block of context. xz compresses each group of
+files as one text, as train.py does for the whole split.
+"""
+
+import argparse
+import lzma
+import math
+import sys
+import sysconfig
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)  # import the project's modules
+
+from bpe import read_text  # noqa: E402
+from gpt import load_model  # noqa: E402
+from train import builtin_corpus  # noqa: E402
+
+
+@torch.no_grad()
+def bits(model, ids, autocast) -> float:
+    """The bits the model needs for ids[1:] given what comes before each (ids[0] is the
+    <|endoftext|> that train.py puts before each document, as the end of the one before)."""
+    block, total, scored = model.config.block_size, 0.0, 1  # ids[:scored] are scored or given
+    data = torch.tensor(ids)
+    for start in range(0, max(1, len(ids) - 1), block // 2):
+        x, y = data[start:start + block], data[start + 1:start + block + 1].clone()
+        x = x[:len(y)]
+        y[:max(0, scored - start - 1)] = -1  # scored by the window before
+        with autocast:
+            loss = model(x[None], y[None], return_logits=False)[1]
+        total += loss.item() * (y != -1).sum().item()
+        scored = start + 1 + len(y)
+        if scored >= len(ids):
+            break
+    return total / math.log(2)
+
+
+def xz_bits(texts) -> float:
+    return 8 * len(lzma.compress("".join(texts).encode(), preset=9))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default="out/ckpt.pt")
+    parser.add_argument("--top", type=int, default=10, help="show the largest files")
+    args = parser.parse_args()
+    model, tokenizer, checkpoint = load_model(args.checkpoint)
+    model.eval()
+    dtype = getattr(torch, (checkpoint or {}).get("train_config", {}).get("dtype", "float32"))
+    autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)  # as it trained
+    files = [f for i, f in enumerate(builtin_corpus()) if i % 20 == 10]  # train.py's held-out split
+    rows = []  # (name, text, bytes, model bits)
+    for file in files:
+        text = read_text(file)
+        ids = [tokenizer.eot_id, *tokenizer.encode_ordinary(text), tokenizer.eot_id]
+        name = file.relative_to(sysconfig.get_paths()["stdlib"]).as_posix()
+        rows.append((name, text, len(text.encode()), bits(model, ids, autocast)))
+    rows.sort(key=lambda row: -row[2])
+    print("| held-out text | bytes | model (bits per byte) | xz -9 (bits per byte) |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, text, size, model_bits in rows[:args.top]:
+        print(f"| {name} | {size:,} | {model_bits / size:.3f} | {xz_bits([text]) / size:.3f} |")
+    for label, group in ((f"all {len(rows)} files", rows),
+                         (f"the {len(rows) - 1} files without {rows[0][0]}", rows[1:])):
+        size = sum(row[2] for row in group)
+        print(f"| {label} | {size:,} | {sum(row[3] for row in group) / size:.3f} "
+              f"| {xz_bits([row[1] for row in group]) / size:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
