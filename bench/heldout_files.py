@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # import the project's modules
 
-from bpe import read_text  # noqa: E402
+from bpe import one_line_errors, read_text  # noqa: E402
 from gpt import load_model  # noqa: E402
 from train import builtin_corpus  # noqa: E402
 
@@ -59,7 +59,11 @@ def main():
     args = parser.parse_args()
     model, tokenizer, checkpoint = load_model(args.checkpoint)
     model.eval()
-    dtype = getattr(torch, (checkpoint or {}).get("train_config", {}).get("dtype", "float32"))
+    train_config = (checkpoint or {}).get("train_config", {})
+    if train_config.get("data", ""):
+        raise ValueError(f"{args.checkpoint} was trained on {train_config['data']}, not on the "
+                         "built-in corpus whose held-out files this scores")
+    dtype = getattr(torch, train_config.get("dtype", "float32"))
     autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)  # as it trained
     files = [f for i, f in enumerate(builtin_corpus()) if i % 20 == 10]  # train.py's held-out split
     rows = []  # (name, text, bytes, model bits)
@@ -81,4 +85,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():  # e.g. no out/ckpt.pt yet: run `python train.py` first
+        main()
