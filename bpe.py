@@ -50,12 +50,15 @@ GPT4_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+
 
 # Python's own `re` runs GPT-2's pattern faster than `regex` (bench/RESULTS.md), but it has no
 # \p{L} or \p{N}, and its own Unicode classes differ from them on some characters ("²" is a
-# letter to `re`'s \w and a number to \p{N}). So `regex` itself sorts, once at import, the
-# characters most English text is made of (Latin-1, Latin Extended, General Punctuation: accents,
-# curly quotes, dashes) into letters, numbers and whitespace, and the pattern is written again for
-# `re` with those lists as its classes ("other" is what is in none of them). On text made of these
-# characters only, it matches exactly what GPT2_PATTERN matches, the \S of its lookahead included.
-# Lists are also faster than `re`'s \w: a look-up in a table instead of a Unicode category test.
+# letter to `re`'s \w and a number to \p{N}; "\x1c" is whitespace to `re`'s \s, not to `regex`'s).
+# So `regex` itself sorts, once at import, the characters most English text is made of (Latin-1,
+# Latin Extended, General Punctuation: accents, curly quotes, dashes) into letters, numbers and
+# whitespace, and the pattern is written again for `re` with those lists as its classes: "other"
+# is what is in none of them, and the lookahead (?!\S) becomes "not followed by a character
+# outside the spaces". On text made of these characters only, each class then holds exactly the
+# characters of the class it stands for, and both modules try the alternatives in the same order
+# at each position, so they find the same pre-tokens. Lists are also faster than `re`'s \w: a
+# look-up in a table instead of a Unicode category test.
 RE_CHARACTERS = "".join(map(chr, [*range(0x250), *range(0x2000, 0x2070)]))
 
 

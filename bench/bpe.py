@@ -32,7 +32,8 @@ DATA = ROOT.parent / "shared" / "data"
 
 def best_time(function, repeats):
     """The fastest of several runs: the least disturbed by whatever else the machine does."""
-    return best_times([function], repeats)[0][::2]
+    fastest, _, result = best_times([function], repeats)[0]
+    return fastest, result
 
 
 def best_times(functions, repeats):
@@ -143,7 +144,8 @@ def main():
 
 
 def print_table(megabytes, rows):
-    print(f"| measurement ({megabytes:.1f} MB of Gutenberg text) | figure: fastest (median) | ratio |")
+    print(f"| measurement ({megabytes:.1f} MB of Gutenberg text) | figure: fastest round (median) "
+          "| ratio: fastest (medians) |")
     print("| --- | ---: | ---: |")
     for row in rows:
         print("| " + " | ".join(row) + " |")

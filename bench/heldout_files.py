@@ -6,17 +6,20 @@ with and without its largest file.
     python bench/heldout_files.py                  # out/ckpt.pt, after `python train.py`
     python bench/heldout_files.py --checkpoint DIR/ckpt.pt --top 20
 
-Each file is scored on its own, as train.py scores the whole split: windows of block_size tokens
-slide on by half a block and score only the tokens not scored before, so every token after the
-first half block is predicted from at least half a block of context. xz compresses each group of
-files as one text, as train.py does for the whole split.
+Each file is scored on its own, after an <|endoftext|>, with train.py's windows: block_size
+tokens sliding on by half a block, each scoring only the tokens not scored before, so every token
+after the first half block is predicted from at least half a block of context. train.py scores
+the split as one stream, where a file's first tokens also see the end of the file before, so
+the two totals can differ a little. xz compresses each group of files as one text, joined in
+train.py's order, as train.py does for the whole split. The held-out files are taken from the
+running interpreter's standard library: score a checkpoint with the Python that trained it.
 """
 
 import argparse
-import lzma
 import math
 import sys
 import sysconfig
+from collections import namedtuple
 from pathlib import Path
 
 import torch
@@ -24,9 +27,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # import the project's modules
 
-from bpe import one_line_errors, read_text  # noqa: E402
+from bpe import ENDOFTEXT, one_line_errors, read_text  # noqa: E402
 from gpt import load_model  # noqa: E402
-from train import builtin_corpus  # noqa: E402
+from train import builtin_corpus, xz_bits_per_byte  # noqa: E402
 
 
 @torch.no_grad()
@@ -48,10 +51,6 @@ def bits(model, ids, autocast) -> float:
     return total / math.log(2)
 
 
-def xz_bits(texts) -> float:
-    return 8 * len(lzma.compress("".join(texts).encode(), preset=9))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="out/ckpt.pt")
@@ -66,23 +65,28 @@ def main():
     dtype = getattr(torch, train_config.get("dtype", "float32"))
     autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)  # as it trained
     files = [f for i, f in enumerate(builtin_corpus()) if i % 20 == 10]  # train.py's held-out split
-    rows = []  # (name, text, bytes, model bits)
+    if tokenizer.eot_id is None:
+        raise ValueError(f"{args.checkpoint}'s tokenizer has no {ENDOFTEXT}, which train.py puts "
+                         "between documents; give a checkpoint of train.py's default run")
+    Row = namedtuple("Row", "name text size model_bits")
+    rows = []  # in train.py's order, which xz sees for the groups below
     for file in files:
         text = read_text(file)
         ids = [tokenizer.eot_id, *tokenizer.encode_ordinary(text), tokenizer.eot_id]
         name = file.relative_to(sysconfig.get_paths()["stdlib"]).as_posix()
-        rows.append((name, text, len(text.encode()), bits(model, ids, autocast)))
-    rows.sort(key=lambda row: -row[2])
+        rows.append(Row(name, text, len(text.encode()), bits(model, ids, autocast)))
+    largest = sorted(rows, key=lambda row: -row.size)
     print("| held-out text | bytes | model (bits per byte) | xz -9 (bits per byte) |")
     print("| --- | ---: | ---: | ---: |")
-    for name, text, size, model_bits in rows[:args.top]:
-        print(f"| {name} | {size:,} | {model_bits / size:.3f} | {xz_bits([text]) / size:.3f} |")
+    for row in largest[:args.top]:
+        print(f"| {row.name} | {row.size:,} | {row.model_bits / row.size:.3f} "
+              f"| {xz_bits_per_byte(row.text.encode()):.3f} |")
     for label, group in ((f"all {len(rows)} files", rows),
-                         (f"the {len(rows) - 1} files without {rows[0][0]}", rows[1:])):
-        size = sum(row[2] for row in group)
-        print(f"| {label} | {size:,} | {sum(row[3] for row in group) / size:.3f} "
-              f"| {xz_bits([row[1] for row in group]) / size:.3f} |")
-
+                         (f"the {len(rows) - 1} files without {largest[0].name}",
+                          [row for row in rows if row is not largest[0]])):
+        size = sum(row.size for row in group)
+        print(f"| {label} | {size:,} | {sum(row.model_bits for row in group) / size:.3f} "
+              f"| {xz_bits_per_byte(''.join(row.text for row in group).encode()):.3f} |")
 
 if __name__ == "__main__":
     with one_line_errors():  # e.g. no out/ckpt.pt yet: run `python train.py` first

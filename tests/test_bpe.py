@@ -266,17 +266,22 @@ def test_safe_split_keeps_pre_tokens(pattern):
 
 
 def test_pre_tokenizing_with_re_gives_the_regex_pre_tokens():
-    """GPT-2's pattern runs on Python's `re`, with classes listed by `regex`, on text it lists: the
-    pre-tokens must be regex.findall's, also beside characters where the two modules' own classes
-    do not agree ("²" and "½" are numbers, "\\x1c" is not whitespace, so two spaces before it split,
-    "_" is punctuation), across many 64 KB blocks."""
+    """GPT-2's pattern runs on Python's `re`, with classes listed by `regex`, on blocks made of
+    RE_CHARACTERS: the pre-tokens must be regex.findall's. The random text uses only those
+    characters, among them the ones where the two modules' own classes disagree ("²" and "½" are
+    numbers, "\\x1c" is not whitespace, "_" is punctuation) and the ones a character class must
+    escape, so its 64 KB blocks all go to `re`; then one odd character outside them, in otherwise
+    plain text, sends its block to `regex`."""
     import random
     rng = random.Random(0)
-    alphabet = list("ab Zz09 \n\t'_.,-") + ["é", "ß", "“", "”", "—", "\u2009", "²", "½", "\x1c",
-                                             "Ω", "漢", "٣", "\xa0", "\x85"]
+    alphabet = list("ab Zz09 \n\t'_.,-]\\^[\x00") + ["é", "ß", "“", "”", "—", "\u2009", "²", "½",
+                                                      "\x1c", "\xa0", "\x85", "\u2028"]
+    assert all(c in bpe.RE_CHARACTERS for c in alphabet)
     words = ["".join(rng.choices(alphabet, k=rng.randint(1, 8))) for _ in range(2000)]
-    words += ["'s", "'ll", " it's", "\n\nThe", "x\n", "  \n  y"]
+    words += ["'s", "'ll", " it's", "\n\nThe", "x\n", "  \n  y", "  \x1c", " \xa0 a"]
     text = "".join(rng.choice(words) for _ in range(60_000))  # about 300 KB
+    blocks = bpe.safe_split(text, len(text) // 65536 + 1)
+    assert len(blocks) > 3 and not any(map(bpe.NOT_FOR_RE.search, blocks))  # all on `re`
     assert Tokenizer({}).pre_tokenize(text) == regex.findall(GPT2_PATTERN, text)
     for character in ("²", "½", "\x1c", "Ω", "A", "é", "“"):  # one odd one in otherwise plain text
         plain = "Hello world, it's 2024_x.\n" * 3000 + f"a{character}b 1{character}2  {character}\n"
