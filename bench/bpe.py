@@ -32,16 +32,16 @@ DATA = ROOT.parent / "shared" / "data"
 
 def best_time(function, repeats):
     """The fastest of several runs: the least disturbed by whatever else the machine does."""
-    fastest, _, result = best_times([function], repeats)[0]
-    return fastest, result
+    times, result = best_times([function], repeats)[0]
+    return min(times), result
 
 
 def best_times(functions, repeats):
-    """(fastest time, median time, last result) of each function over several rounds, the
-    functions taking turns in each round: on a shared machine a busy spell then slows every
-    function alike. This VM's speed also jumps by up to half for a second or two at a time
-    (bench/RESULTS.md), which the fastest of few rounds catches for one side and not the other,
-    so the median of many rounds is reported beside it.
+    """(the time of each round, last result) of each function, the functions taking turns in
+    each round: on a shared machine a busy spell then slows every function alike. This VM's speed
+    also jumps by up to half for a second or two at a time (bench/RESULTS.md), which the fastest
+    of a few rounds catches for one side and not the other, so the ratios are also given as the
+    median over the rounds of each round's ratio (the two sides timed one right after the other).
 
     A list of ids is kept as a compact array: millions of ints left alive as Python objects would
     make each later garbage collection scan them, and only bpe.py's encoder triggers collections
@@ -54,7 +54,7 @@ def best_times(functions, repeats):
             times[i].append(time.perf_counter() - start)
             results[i] = array("l", result) if isinstance(result, list) else result
             del result
-    return [(min(t), statistics.median(t), result) for t, result in zip(times, results)]
+    return list(zip(times, results))
 
 
 def main():
@@ -98,19 +98,22 @@ def main():
              load_tiktoken, load_ours,
              lambda: load_tiktoken().encode_ordinary(text),
              lambda: load_ours().encode_ordinary(text)], args.repeats)
-    reference_ids = reference[2]
-    assert cold[2] == warm[2] == ours_both[2] == reference_ids, "ids differ from tiktoken"
+    reference_ids = reference[1]
+    assert cold[1] == warm[1] == ours_both[1] == reference_ids, "ids differ from tiktoken"
 
-    def speed(times, reference_times):  # MB/s and the ratio, fastest round (median of rounds)
-        return (f"{megabytes / times[0]:.2f} MB/s ({megabytes / times[1]:.2f})",
-                f"{reference_times[0] / times[0]:.2f}x ({reference_times[1] / times[1]:.2f}x)")
+    def speed(ours, reference):  # MB/s, fastest round (median); ratio, fastest (median of rounds')
+        times, reference_times = ours[0], reference[0]
+        ratios = [r / t for r, t in zip(reference_times, times)]
+        return (f"{megabytes / min(times):.2f} MB/s ({megabytes / statistics.median(times):.2f})",
+                f"{min(reference_times) / min(times):.2f}x ({statistics.median(ratios):.2f}x)")
 
     rows.append(("encode, tiktoken (reference)", *speed(reference, reference)))
     rows.append(("encode, bpe.py, fresh tokenizer (empty cache)", *speed(cold, reference)))
     rows.append(("encode, bpe.py, warm cache", *speed(warm, reference)))
     rows.append(("pre-tokenization with `regex` alone (for scale)", *speed(split, reference)))
-    rows.append(("load the GPT-2 files, tiktoken", f"{reference_load[0]:.2f} s ({reference_load[1]:.2f})", ""))
-    rows.append(("load the GPT-2 files, bpe.py", f"{load[0]:.2f} s ({load[1]:.2f})", ""))
+    for name, (times, _) in (("tiktoken", reference_load), ("bpe.py", load)):
+        rows.append((f"load the GPT-2 files, {name}",
+                     f"{min(times):.2f} s ({statistics.median(times):.2f})", ""))
     rows.append(("load, then encode: tiktoken (reference)", *speed(reference_both, reference_both)))
     rows.append(("load, then encode: bpe.py", *speed(ours_both, reference_both)))
     print(f"encoded {megabytes:.1f} MB: {len(reference_ids):,} tokens, identical ids", file=sys.stderr)
@@ -145,7 +148,7 @@ def main():
 
 def print_table(megabytes, rows):
     print(f"| measurement ({megabytes:.1f} MB of Gutenberg text) | figure: fastest round (median) "
-          "| ratio: fastest (medians) |")
+          "| ratio: fastest (median of each round's) |")
     print("| --- | ---: | ---: |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
