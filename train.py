@@ -216,6 +216,11 @@ def builtin_corpus() -> list[Path]:
     return [f for f in sorted(stdlib.rglob("*.py")) if not skip & set(f.relative_to(stdlib).parts)]
 
 
+def split_documents(documents: list) -> tuple[list, list]:
+    """The fixed held-out split of a corpus of 20 documents or more: every 20th, from the 11th on."""
+    return [d for i, d in enumerate(documents) if i % 20 != 10], documents[10::20]
+
+
 def prepare_data(config: TrainConfig, log=print, expect: str | None = None, tokenizer=None) -> Path:
     """Tokenize the corpus into uint16 (or uint32) token files, or reuse the cache when neither the
     corpus nor the tokenizer changed. Returns the folder with train.bin, val.bin, meta.json.
@@ -261,7 +266,7 @@ def prepare_data(config: TrainConfig, log=print, expect: str | None = None, toke
 
     # A fixed held-out split: every 20th document, or the last 10% of the text when there are few.
     if len(texts) >= 20:
-        train_texts, val_texts = [t for i, t in enumerate(texts) if i % 20 != 10], texts[10::20]
+        train_texts, val_texts = split_documents(texts)
     else:
         text = "\n".join(texts)
         cut = text.rfind("\n", 0, int(len(text) * 0.9)) + 1 or int(len(text) * 0.9)
@@ -335,12 +340,16 @@ class Batches:
         return torch.randint(high, (count,), generator=generator or self.generator)
 
     def get(self, split, offsets, device):
-        data = self.tokens(split)
-        window = torch.from_numpy(np.stack([data[o:o + self.block_size + 1].astype(np.int64)
-                                            for o in offsets.tolist()]))
-        if device.type == "cuda":  # copied while the GPU works on the previous batch
-            window = window.pin_memory().to(device, non_blocking=True)
-        return window[:, :-1].to(device), window[:, 1:].to(device)
+        return read_windows(self.tokens(split), offsets, self.block_size, device)
+
+
+def read_windows(data, offsets, block_size: int, device):
+    """Inputs x and targets y (x shifted by one) of the windows of data starting at offsets."""
+    window = torch.from_numpy(np.stack([data[o:o + block_size + 1].astype(np.int64)
+                                        for o in offsets.tolist()]))
+    if device.type == "cuda":  # copied while the GPU works on the previous batch
+        window = window.pin_memory().to(device, non_blocking=True)
+    return window[:, :-1].to(device), window[:, 1:].to(device)
 
 
 def load_data(config: TrainConfig, tokenizer, checkpoint, rank: int, log):
@@ -690,29 +699,36 @@ def evaluate(run: Run, offsets) -> float:
     return sum(losses) / len(losses)
 
 
-@torch.no_grad()
 def evaluate_whole(run: Run) -> float:
     """The mean loss over every token of the held-out split, the figure to put next to a compressor,
-    which sees all the text before each byte. Windows of block_size tokens slide on by half a block
-    and score only the tokens the window before did not, so every token after the first half block
-    is predicted from at least half a block of context (as in Hugging Face's "Perplexity of
-    fixed-length models")."""
-    block = run.config.block_size
-    last_start, stride = len(run.batches.tokens("val")) - block - 1, max(1, block // 2)
+    which sees all the text before each byte."""
+    config = run.config
+    return whole_text_loss(run.model, run.batches.tokens("val"), config.block_size,
+                           config.batch_size, run.device, run.autocast, run.chunked_loss)
+
+
+@torch.no_grad()
+def whole_text_loss(model, data, block_size, batch_size, device, autocast, chunked_loss) -> float:
+    """The mean loss over every token of data after the first. Windows of block_size tokens slide
+    on by half a block and score only the tokens the window before did not, so every token after
+    the first half block is predicted from at least half a block of context (as in Hugging Face's
+    "Perplexity of fixed-length models"). bench/heldout_files.py scores each file so."""
+    block = min(block_size, len(data) - 1)
+    last_start, stride = len(data) - block - 1, max(1, block // 2)
     starts = [min(start, last_start) for start in range(0, last_start + stride, stride)]
-    run.model.eval()
+    model.eval()
     total, count, scored_until = 0.0, 0, 0  # targets up to data[scored_until] are scored
-    for batch in torch.tensor(starts).split(run.config.batch_size):
-        x, y = run.batches.get("val", batch, run.device)
+    for batch in torch.tensor(starts).split(batch_size):
+        x, y = read_windows(data, batch, block, device)
         positions = batch[:, None] + torch.arange(1, block + 1)  # of the targets y, in the data
         seen = torch.cat([torch.tensor([scored_until]), batch[:-1] + block])[:, None]
         y = y.masked_fill((positions <= seen).to(y.device), -1)  # scored by a window before
         scored_until = batch[-1].item() + block
-        with run.autocast:
-            loss = run.model(x, y, return_logits=not run.chunked_loss)[1]
+        with autocast:
+            loss = model(x, y, return_logits=not chunked_loss)[1]
         kept = (y != -1).sum().item()
         total, count = total + loss.item() * kept, count + kept
-    run.model.train()
+    model.train()
     return total / count
 
 

@@ -6,9 +6,10 @@ with and without its largest file.
     python bench/heldout_files.py                  # out/ckpt.pt, after `python train.py`
     python bench/heldout_files.py --checkpoint DIR/ckpt.pt --top 20
 
-Each file is scored on its own, after an <|endoftext|>, with train.py's windows: block_size
-tokens sliding on by half a block, each scoring only the tokens not scored before, so every token
-after the first half block is predicted from at least half a block of context. train.py scores
+Each file is scored on its own, after an <|endoftext|>, by train.py's whole_text_loss: windows of
+block_size tokens sliding on by half a block, each scoring only the tokens not scored before, so
+every token after the first half block is predicted from at least half a block of context (a
+file shorter than a block is one window). train.py scores
 the split as one stream, where a file's first tokens also see the end of the file before, so
 the two totals can differ a little. xz compresses each group of files as one text, joined in
 train.py's order, as train.py does for the whole split. The held-out files are taken from the
@@ -22,6 +23,7 @@ import sysconfig
 from collections import namedtuple
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,26 +31,16 @@ sys.path[0] = str(ROOT)  # import the project's modules
 
 from bpe import ENDOFTEXT, one_line_errors, read_text  # noqa: E402
 from gpt import load_model  # noqa: E402
-from train import builtin_corpus, xz_bits_per_byte  # noqa: E402
+from train import builtin_corpus, split_documents, whole_text_loss, xz_bits_per_byte  # noqa: E402
 
 
-@torch.no_grad()
 def bits(model, ids, autocast) -> float:
     """The bits the model needs for ids[1:] given what comes before each (ids[0] is the
-    <|endoftext|> that train.py puts before each document, as the end of the one before)."""
-    block, total, scored = model.config.block_size, 0.0, 1  # ids[:scored] are scored or given
-    data = torch.tensor(ids)
-    for start in range(0, max(1, len(ids) - 1), block // 2):
-        x, y = data[start:start + block], data[start + 1:start + block + 1].clone()
-        x = x[:len(y)]
-        y[:max(0, scored - start - 1)] = -1  # scored by the window before
-        with autocast:
-            loss = model(x[None], y[None], return_logits=False)[1]
-        total += loss.item() * (y != -1).sum().item()
-        scored = start + 1 + len(y)
-        if scored >= len(ids):
-            break
-    return total / math.log(2)
+    <|endoftext|> that train.py puts before each document, as the end of the one before), scored
+    as train.py scores the whole held-out split."""
+    nats_per_token = whole_text_loss(model, np.array(ids), model.config.block_size, 16,
+                                     torch.device("cpu"), autocast, chunked_loss=True)
+    return nats_per_token * (len(ids) - 1) / math.log(2)
 
 
 def main():
@@ -57,14 +49,13 @@ def main():
     parser.add_argument("--top", type=int, default=10, help="show the largest files")
     args = parser.parse_args()
     model, tokenizer, checkpoint = load_model(args.checkpoint)
-    model.eval()
     train_config = (checkpoint or {}).get("train_config", {})
     if train_config.get("data", ""):
         raise ValueError(f"{args.checkpoint} was trained on {train_config['data']}, not on the "
                          "built-in corpus whose held-out files this scores")
     dtype = getattr(torch, train_config.get("dtype", "float32"))
     autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32)  # as it trained
-    files = [f for i, f in enumerate(builtin_corpus()) if i % 20 == 10]  # train.py's held-out split
+    _, files = split_documents(builtin_corpus())  # train.py's held-out split
     if tokenizer.eot_id is None:
         raise ValueError(f"{args.checkpoint}'s tokenizer has no {ENDOFTEXT}, which train.py puts "
                          "between documents; give a checkpoint of train.py's default run")
