@@ -217,7 +217,7 @@ def builtin_corpus() -> list[Path]:
 
 
 def split_documents(documents: list) -> tuple[list, list]:
-    """The fixed held-out split of a corpus of 20 documents or more: every 20th, from the 11th on."""
+    """The fixed held-out split of a corpus of 20 documents or more: every 20th, from the 11th."""
     return [d for i, d in enumerate(documents) if i % 20 != 10], documents[10::20]
 
 
